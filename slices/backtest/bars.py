@@ -119,9 +119,11 @@ def normalise(raw: pl.DataFrame, source: str, symbol: str | None, adjust: bool, 
     Raises DataError when the time column or a price column is missing.
     """
     lower = {c.strip().lower().replace(" ", "_"): c for c in raw.columns}
-    time_col = next((lower[n] for n in _TIME_NAMES if n in lower), None)
+    time_col = next((c for c in raw.columns if c.strip().lower() in _TIME_NAMES), None)
     if time_col is None and raw.columns and raw.columns[0].strip().lower() in _INDEX_NAMES:
         time_col = raw.columns[0]
+    if time_col is None and "__index_level_0__" in raw.columns:  # pandas.to_parquet puts its index last
+        time_col = "__index_level_0__"
     if time_col is None:
         raise DataError(f"{source}: no time column (expected one named date, datetime, timestamp or time)")
     missing = [p for p in PRICES if p not in lower]
@@ -152,14 +154,11 @@ def normalise(raw: pl.DataFrame, source: str, symbol: str | None, adjust: bool, 
         )
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"{source}: non-numeric price or volume column ({str(exc).splitlines()[0]})") from None
-    return out.with_columns(_to_utc(raw[time_col], source).alias("timestamp"))
-
-
-def _first_bad(df: pl.DataFrame, mask: pl.Expr) -> tuple[str, str] | None:
-    bad = df.filter(mask).select("symbol", "timestamp").head(1)
-    if bad.height == 0:
-        return None
-    return bad["symbol"][0], _fmt_ts(bad["timestamp"][0])
+    out = out.with_columns(_to_utc(raw[time_col], source).alias("timestamp"))
+    if sym_col and out["symbol"].null_count():
+        ts = out.filter(pl.col("symbol").is_null())["timestamp"][0]
+        raise DataError(f"{source}: empty symbol cell in column {sym_col!r} at {_fmt_ts(ts)}")
+    return out
 
 
 def _fmt_ts(ts: datetime | None) -> str:
@@ -291,13 +290,15 @@ def load_bars(
     problems: dict[str, str] = {}
     for frame, source in frames:
         problems.update(validate(frame, source))
-    bars = pl.concat([f for f, _ in frames], how="vertical_relaxed") if frames else pl.DataFrame()
-    if bars.height and bars.select(pl.struct("symbol", "timestamp").is_duplicated().any()).item() and len(frames) > 1:
-        dup = _first_bad(bars, pl.struct("symbol", "timestamp").is_duplicated())
-        if dup and dup[0] not in problems:
-            problems[dup[0]] = f"{dup[0]} {dup[1]}: the same bar appears in more than one --data file"
+    bars = pl.concat([f.with_columns(pl.lit(src).alias("_src")) for f, src in frames], how="vertical_relaxed")
+    if len(frames) > 1:
+        dups = bars.filter(pl.struct("symbol", "timestamp").is_duplicated()).group_by("symbol", maintain_order=True).agg(
+            pl.col("timestamp").first(), pl.col("_src").unique(maintain_order=True))
+        for sym, ts, srcs in dups.iter_rows():
+            problems.setdefault(sym, f"{' and '.join(srcs)}: {sym} {_fmt_ts(ts)}: the same bar appears in more than one --data file")
+    bars = bars.drop("_src")
     if problems:
-        if named:
+        if named or set(problems) >= set(bars["symbol"].unique().to_list()):
             raise DataError(next(iter(problems.values())))
         for msg in problems.values():
             report.warnings.append(f"{msg}; symbol excluded")

@@ -11,6 +11,7 @@ and a strategy is flat while its indicators are warming up.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,27 +23,24 @@ from numpy.lib.stride_tricks import sliding_window_view
 def sma(x: np.ndarray, n: int) -> np.ndarray:
     """Simple moving average of the last ``n`` values (inclusive of t); NaN for t < n-1.
 
-    Computed from a running sum (cumsum difference), which is causal.
+    Each window is averaged on its own (no running sum), so flat windows and ties are exact and
+    rounding does not accumulate over long series.
     """
     out = np.full(x.shape, np.nan)
     if n <= x.size:
-        c = np.cumsum(np.insert(x, 0, 0.0))
-        out[n - 1 :] = (c[n:] - c[:-n]) / n
+        out[n - 1 :] = sliding_window_view(x, n).mean(axis=1)
     return out
 
 
 def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
     """Population standard deviation (ddof=0) of the last ``n`` values; NaN for t < n-1.
 
-    Formula: sqrt(mean(x^2) - mean(x)^2) on de-meaned data (x - x[0]) for numerical stability,
-    floored at 0.
+    Two-pass per window (deviations from the window mean), so a flat window is exactly 0.
     """
-    if n > x.size:
-        return np.full(x.shape, np.nan)
-    y = x - x[0]
-    m = sma(y, n)
-    var = sma(y * y, n) - m * m
-    return np.sqrt(np.maximum(var, 0.0))
+    out = np.full(x.shape, np.nan)
+    if n <= x.size:
+        out[n - 1 :] = sliding_window_view(x, n).std(axis=1)
+    return out
 
 
 def rolling_max(x: np.ndarray, n: int) -> np.ndarray:
@@ -74,14 +72,18 @@ def ema_recursive(x: np.ndarray, alpha: float, seed_at: int, seed: float, block:
     with y[seed_at] = seed and NaN before; vectorised in blocks with the closed form
     y[s+k] = d^k (y[s] + alpha * sum_{j=1..k} d^-j x[s+j]), d = 1 - alpha.
 
-    Blocks of 64 keep d^-j small enough (< 1e31 for alpha <= 2/3) that float64 keeps ~1e-13
-    relative precision on non-negative inputs (true ranges, prices).
+    Blocks are at most 64 long and short enough that d^-block <= 1e30, so float64 keeps ~1e-13
+    relative precision on non-negative inputs (true ranges, prices); alpha = 1 copies x.
     """
     out = np.full(x.shape, np.nan)
     if seed_at >= x.size:
         return out
     out[seed_at] = seed
     d = 1.0 - alpha
+    if d <= 0.0:
+        out[seed_at + 1 :] = x[seed_at + 1 :]
+        return out
+    block = int(min(block, max(1, 69.0 / -np.log(d)))) if d < 1.0 else block
     j = np.arange(1, block + 1, dtype=float)
     inv, fwd = d**-j, d**j
     s = seed_at
@@ -273,13 +275,15 @@ def resolve_params(name: str, overrides: dict[str, str]) -> tuple[Strategy, dict
         spec = strat.params[key]
         try:
             value = float(text)
+            if not math.isfinite(value) or abs(value) > 1e9:
+                raise ValueError(f"--param {key}={text}: must be a finite number below 1e9")
             if spec.kind is int:
                 if value != int(value):
-                    raise ValueError
+                    raise ValueError(f"--param {key}={text}: expected an integer")
                 value = int(value)
-        except ValueError:
-            raise ValueError(f"--param {key}={text}: expected {'an integer' if spec.kind is int else 'a number'}") from None
-        if value < spec.minimum or not np.isfinite(value):
+        except ValueError as exc:
+            raise ValueError(str(exc) if str(exc).startswith("--param") else f"--param {key}={text}: expected a number") from None
+        if value < spec.minimum:
             raise ValueError(f"--param {key}={text}: must be >= {spec.minimum:g}")
         params[key] = value
     if name == "simple_ma" and params["fast"] >= params["slow"]:

@@ -1,0 +1,312 @@
+"""Tests for slices/backtest/report.py: the self-contained offline HTML report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+from slices.backtest.report import MAX_CHART_SYMBOLS, MAX_TRADE_ROWS, write_report  # noqa: E402
+
+UTC = timezone.utc
+T0 = datetime(2020, 1, 1, tzinfo=UTC)
+TRADE_SCHEMA = {
+    "symbol": pl.String, "side": pl.String, "quantity": pl.Float64,
+    "entry_time": pl.Datetime("us", "UTC"), "entry_price": pl.Float64,
+    "exit_time": pl.Datetime("us", "UTC"), "exit_price": pl.Float64, "pnl": pl.Float64,
+    "return_pct": pl.Float64, "commission": pl.Float64, "exit_reason": pl.String,
+    "is_open": pl.Boolean,
+}
+
+
+def _plotly_js_text() -> str:
+    loc = importlib.util.find_spec("plotly").submodule_search_locations[0]
+    return (Path(loc) / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
+
+
+def _times(n: int, step: timedelta = timedelta(days=1)) -> list[datetime]:
+    return [T0 + i * step for i in range(n)]
+
+
+def _prices(symbols: list[str], n: int = 30, step: timedelta = timedelta(days=1)) -> dict[str, pl.DataFrame]:
+    out = {}
+    for k, s in enumerate(symbols):
+        close = [100.0 + k + i * 0.123456789 for i in range(n)]
+        out[s] = pl.DataFrame({
+            "timestamp": pl.Series(_times(n, step), dtype=pl.Datetime("us", "UTC")),
+            "open": close, "high": [c * 1.01 for c in close], "low": [c * 0.99 for c in close],
+            "close": close, "volume": [1e6] * n,
+        })
+    return out
+
+
+def _equity(n: int = 30, step: timedelta = timedelta(days=1)) -> pl.DataFrame:
+    eq = [100_000.0 * (1 + 0.01 * ((i % 7) - 3)) for i in range(n)]
+    peak, dd = 0.0, []
+    for v in eq:
+        peak = max(peak, v)
+        dd.append(v / peak - 1)
+    return pl.DataFrame({
+        "timestamp": pl.Series(_times(n, step), dtype=pl.Datetime("us", "UTC")),
+        "equity": eq, "cash": [50_000.0] * n, "gross_exposure": [50_000.0] * n,
+        "drawdown": dd, "benchmark": [100_000.0 + 10 * i for i in range(n)],
+    })
+
+
+def _trades(rows: list[tuple]) -> pl.DataFrame:
+    """rows: (symbol, side, entry_day, exit_day, pnl, is_open)."""
+    recs = []
+    for sym, side, d_in, d_out, pnl, is_open in rows:
+        recs.append({
+            "symbol": sym, "side": side, "quantity": 10.0,
+            "entry_time": T0 + timedelta(days=d_in), "entry_price": 100.0 + d_in,
+            "exit_time": T0 + timedelta(days=d_out), "exit_price": 100.0 + d_out,
+            "pnl": pnl, "return_pct": pnl / 10.0, "commission": 1.0,
+            "exit_reason": "end" if is_open else "signal", "is_open": is_open,
+        })
+    return pl.DataFrame(recs, schema=TRADE_SCHEMA)
+
+
+def _metrics(**over) -> dict:
+    m = {
+        "final_equity": 112_345.678, "total_return": 0.1234, "cagr": 0.05, "volatility": 0.2,
+        "sharpe": 1.234, "sortino": 1.5, "calmar": 0.8, "max_drawdown": -0.0789,
+        "max_drawdown_duration": 12, "exposure": 0.9, "n_trades": 4, "win_rate": 0.5,
+        "profit_factor": 1.7, "expectancy": 25.5, "sqn": 1.1, "avg_trade": 0.01,
+        "best_trade": 0.08, "worst_trade": -0.03, "kelly": None, "buy_and_hold_return": float("nan"),
+    }
+    m.update(over)
+    return m
+
+
+def _write(tmp_path: Path, *, symbols=("AAPL", "MSFT", "BRK-B"), trades=None, prices=None,
+           equity=None, run=None, title="Test run", metrics=None) -> str:
+    symbols = list(symbols)
+    if trades is None:
+        trades = _trades([
+            (symbols[0], "long", 1, 5, 50.0, False),
+            (symbols[0], "short", 6, 9, -20.0, False),
+            (symbols[1], "long", 3, 29, 12.5, True),
+            (symbols[-1], "short", 10, 12, 7.0, False),
+        ])
+    out = write_report(
+        tmp_path / "out" / "report.html",
+        title=title,
+        run=run if run is not None else {"strategy": "sma_cross", "params": {"fast": 5, "slow": 20},
+                                         "symbols": symbols, "timeframe": "1d", "cash": 100_000},
+        metrics=metrics if metrics is not None else _metrics(),
+        per_symbol={s: _metrics(n_trades=1) for s in symbols},
+        equity=equity if equity is not None else _equity(),
+        trades=trades,
+        prices=prices if prices is not None else _prices(symbols),
+    )
+    assert out == tmp_path / "out" / "report.html"
+    assert out.is_file()
+    return out.read_text(encoding="utf-8")
+
+
+def _section(page: str, sid: str) -> str:
+    start = page.index(f'<section id="{sid}">')
+    return page[start:page.index("</section>", start)]
+
+
+def _js_var(page: str, name: str):
+    m = re.search(rf"var {name}=(.*?);\n", page)
+    assert m, f"{name} not found"
+    return json.loads(m.group(1))
+
+
+class _Attrs(HTMLParser):
+    """Collects (tag, attr, value) for every real element; script bodies are not parsed as tags."""
+
+    def __init__(self):
+        super().__init__()
+        self.attrs: list[tuple[str, str, str]] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs.extend((tag, k, v or "") for k, v in attrs)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_page_is_self_contained_and_offline(tmp_path):
+    page = _write(tmp_path)
+    js = _plotly_js_text()
+    assert "plotly.js v" in page
+    assert js in page  # the whole library, inline
+    assert page.count("<script") == 2  # the library and the page's own script, both inline
+
+    parser = _Attrs()
+    parser.feed(page)
+    urls = [(t, k, v) for t, k, v in parser.attrs if k in ("src", "href", "srcset", "action")]
+    assert not [u for u in urls if re.match(r"\s*(https?:)?//", u[2], re.I)], urls
+    assert "link" not in parser.tags and "img" not in parser.tags and "iframe" not in parser.tags
+
+    # Outside the (third-party) library text, no src=/href= attribute points to the network.
+    own = page.replace(js, "")
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", own, re.I)
+    assert not re.search(r"https?://", own)
+    assert "@import" not in own and "@font-face" not in own
+
+
+def test_does_not_import_plotly():
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from pathlib import Path\n"
+        "import slices.backtest.report\n"
+        "assert 'plotly' not in sys.modules, 'plotly imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_symbols_settings_and_metrics_shown(tmp_path):
+    page = _write(tmp_path)
+    for sym in ("AAPL", "MSFT", "BRK-B"):
+        assert f'<td class="sym">{sym}</td>' in _section(page, "per-symbol")
+        assert re.search(rf"<option value=\"\d+\">{re.escape(sym)} \(\d+ trades?\)</option>", page)
+    settings = _section(page, "settings")
+    assert "sma_cross" in settings and "fast=5, slow=20" in settings and "100,000" in settings
+    metrics = _section(page, "metrics")
+    assert "12.34%" in metrics          # total_return fraction -> percent
+    assert "-7.89%" in metrics          # max_drawdown
+    assert "1.23" in metrics            # sharpe, plain
+    assert "112,345.68" in metrics      # final equity
+    assert metrics.count("\u2014") == 2  # kelly None, buy_and_hold_return NaN
+    assert "Max DD duration (bars)" in metrics
+
+
+def test_trade_table_has_one_row_per_trade(tmp_path):
+    page = _write(tmp_path)
+    trades = _section(page, "trades")
+    body = trades[trades.index("<tbody>"):]
+    assert body.count("<tr") == 4
+    assert len(re.findall(r"<th[ >]", trades)) == 12
+    assert "Trades (4)" in trades
+    assert ">-20.00<" in body and ">-2.00%<" in body  # pnl currency, return_pct already percent
+    assert ">open<" in body
+    assert "trades-truncated" not in page
+
+
+def test_trade_table_capped(tmp_path):
+    n = MAX_TRADE_ROWS + 37
+    rows = [("AAPL", "long", i % 20, i % 20 + 1, 1.0, False) for i in range(n)]
+    page = _write(tmp_path, symbols=["AAPL"], trades=_trades(rows))
+    trades = _section(page, "trades")
+    assert trades[trades.index("<tbody>"):].count("<tr") == MAX_TRADE_ROWS
+    assert f"Showing the first {MAX_TRADE_ROWS:,} of {n:,} trades" in trades
+
+
+def test_empty_trades(tmp_path):
+    empty = pl.DataFrame(schema=TRADE_SCHEMA)
+    page = _write(tmp_path, trades=empty)
+    trades = _section(page, "trades")
+    assert "No trades." in trades and "<tr" not in trades
+    data = _js_var(page, "PRICE_DATA")
+    assert [d["s"] for d in data["symbols"]] == ["AAPL", "BRK-B", "MSFT"]  # no trades: alphabetical
+    for d in data["symbols"]:
+        assert d["le"] == d["se"] == d["ex"] == [[], [], []]
+        assert len(d["x"]) == 30
+
+
+def test_markers_and_price_serialisation(tmp_path):
+    page = _write(tmp_path)
+    data = _js_var(page, "PRICE_DATA")
+    by_sym = {d["s"]: d for d in data["symbols"]}
+    # most trades first, then alphabetical
+    assert [d["s"] for d in data["symbols"]] == ["AAPL", "BRK-B", "MSFT"]
+    aapl = by_sym["AAPL"]
+    assert aapl["x"][:2] == ["2020-01-01", "2020-01-02"]          # daily -> dates
+    assert aapl["y"][1] == 100.123 and aapl["y"][9] == 101.111      # 6 significant digits
+    assert aapl["le"][0] == ["2020-01-02"] and aapl["le"][1] == [101.0]
+    assert aapl["se"][0] == ["2020-01-07"]
+    assert aapl["ex"][0] == ["2020-01-06", "2020-01-10"]
+    assert "pnl 50.00 (5.00%)" in aapl["ex"][2][0]
+    msft = by_sym["MSFT"]
+    assert len(msft["le"][0]) == 1 and msft["ex"] == [[], [], []]   # open trade: no exit marker
+    assert "(open)" in msft["le"][2][0]
+
+    eq = _js_var(page, "EQUITY_FIG")
+    names = [t["name"] for t in eq["data"]]
+    assert names == ["Strategy", "Buy and hold (equal weight)", "Drawdown"]
+    assert eq["data"][2]["yaxis"] == "y2" and eq["data"][2]["fill"] == "tozeroy"
+    assert min(eq["data"][2]["y"]) == pytest.approx((0.97 / 1.03 - 1) * 100, abs=1e-4)  # percent
+    assert eq["data"][0]["x"][0] == "2020-01-01"
+
+
+def test_intraday_timestamps_keep_time(tmp_path):
+    step = timedelta(hours=1)
+    page = _write(tmp_path, symbols=["EURUSD"], prices=_prices(["EURUSD"], step=step),
+                  equity=_equity(step=step), trades=pl.DataFrame(schema=TRADE_SCHEMA))
+    assert _js_var(page, "PRICE_DATA")["symbols"][0]["x"][1] == "2020-01-01T01:00"
+    assert _js_var(page, "EQUITY_FIG")["data"][0]["x"][1] == "2020-01-01T01:00"
+
+
+def test_hostile_names_are_escaped(tmp_path):
+    evil = "<script>alert(1)</script>"
+    page = _write(tmp_path, symbols=[evil, "OK"], title="A & <b>B</b>",
+                  run={"strategy": "<img src=x onerror=alert(1)>", "symbols": [evil]})
+    assert evil not in page
+    assert "alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # tables and <select>
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "<title>A &amp; &lt;b&gt;B&lt;/b&gt;</title>" in page
+    # inside the JSON the symbol stays intact for the script, with '<' escaped
+    assert [d["s"] for d in _js_var(page, "PRICE_DATA")["symbols"]][0] == evil
+    parser = _Attrs()
+    parser.feed(page)
+    assert parser.tags.count("script") == 2
+
+
+def test_more_than_40_symbols_leaves_some_out(tmp_path):
+    n = MAX_CHART_SYMBOLS + 5
+    symbols = [f"S{i:02d}" for i in range(n)]
+    # S44 has the most trades, so it is charted although it sorts last.
+    rows = [("S44", "long", 1, 2, 1.0, False)] * 3 + [("S43", "short", 1, 2, 1.0, False)]
+    page = _write(tmp_path, symbols=symbols, trades=_trades(rows))
+    prices = _section(page, "prices")
+    assert prices.count("<option") == MAX_CHART_SYMBOLS
+    charted = [d["s"] for d in _js_var(page, "PRICE_DATA")["symbols"]]
+    assert charted[:2] == ["S44", "S43"] and len(charted) == MAX_CHART_SYMBOLS
+    left = sorted(set(symbols) - set(charted))
+    assert left == ["S38", "S39", "S40", "S41", "S42"]
+    assert f"included for {MAX_CHART_SYMBOLS} of {n} symbols" in prices
+    assert "5 symbols were left out" in prices
+    assert "S38, S39, S40, S41, S42" in prices
+    # every symbol is still in the per-symbol table
+    for s in symbols:
+        assert f'<td class="sym">{s}</td>' in page
+
+
+def test_no_left_out_note_when_all_fit(tmp_path):
+    page = _write(tmp_path)
+    assert "left out" not in page
+
+
+def test_missing_equity_column_raises(tmp_path):
+    eq = _equity().drop("benchmark")
+    with pytest.raises(ValueError, match="benchmark"):
+        _write(tmp_path, equity=eq)
+    assert not (tmp_path / "out" / "report.html").exists()
+
+
+def test_non_finite_values_become_gaps(tmp_path):
+    eq = _equity().with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(float("nan")).otherwise(pl.col("benchmark")).alias("benchmark")
+    )
+    page = _write(tmp_path, equity=eq)
+    assert _js_var(page, "EQUITY_FIG")["data"][1]["y"][3] is None
+    assert not re.search(r"[\[,:](NaN|Infinity)[,\]}]", page.replace(_plotly_js_text(), ""))
