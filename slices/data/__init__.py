@@ -1,0 +1,1 @@
+"""The data slice: fetch, store, validate and keep market data current (see README.md)."""

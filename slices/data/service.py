@@ -1,0 +1,265 @@
+"""Store operations behind the commands: fetch, update (backfill/prepend), import, validate.
+
+Each write re-reads the stored series under the store lock, merges and replaces the file
+atomically, so concurrent runs never lose bars and never write a half file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+import polars as pl
+
+from slices.data import calendars
+from slices.data.errors import DataError, EmptyResponseError, ProviderError
+from slices.data.loader import read_bar_file
+from slices.data.providers import Provider, RetryPolicy, bar_step, fetch_with_failover, no_provider_usable
+from slices.data.schema import check_symbol, check_timeframe, clean_for_store, infer_timeframe
+from slices.data.store import SAMPLE_ROOT, Store, iso, merge_bars, utc_now
+from slices.data.validate import Finding, Rules, summarize, validate_frame
+
+DEFAULT_SPAN = {"1d": timedelta(days=5 * 365), "1h": timedelta(days=729), "15m": timedelta(days=59),
+                "5m": timedelta(days=59), "1m": timedelta(days=7)}
+
+
+@dataclass
+class SymbolReport:
+    """Outcome for one symbol: rows added, totals after the write, provider, warnings, error."""
+
+    symbol: str
+    timeframe: str
+    provider: str = ""
+    rows: int = 0
+    total: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    note: str = ""
+
+
+def last_complete_bar(symbol: str, timeframe: str, now: datetime) -> datetime:
+    """Open time of the newest bar that is complete at ``now``.
+
+    Daily: 00:00 UTC of the last session whose close has passed (XNYS, or FX 24/5, by
+    ``calendars.calendar_for``); intraday: bars whose open + length <= now. Fetching only
+    complete bars means ``update`` never stores a half-formed bar that it would not refetch.
+    """
+    if timeframe == "1d":
+        code = calendars.calendar_for(symbol)
+        d = calendars.last_completed_session(code, now)
+        if d is None:
+            d = now.date()
+        return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+    step = bar_step(timeframe)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    n = (now - epoch) // step
+    return epoch + (n - 1) * step
+
+
+def _stop_if_unusable(exc: ProviderError, done: int, total: int) -> None:
+    """Raise ``DataError`` (ends the run with one line) when no provider can serve anything."""
+    if no_provider_usable(exc):
+        left = total - done - 1
+        tail = f"; stopped, {left} more symbol(s) not attempted" if left > 0 else ""
+        raise DataError(f"no provider usable: {exc}{tail}") from None
+
+
+def _meta(old: dict, provider: str, adjusted: bool | None, source: str, now: datetime) -> dict:
+    providers = sorted(set(old.get("providers", [])) | {provider})
+    return {
+        "provider": provider,
+        "providers": providers,
+        "adjusted": adjusted,
+        "source": source,
+        "fetched_at": iso(now),
+        "created_at": old.get("created_at") or iso(now),
+    }
+
+
+def _report(store: Store, rep: SymbolReport, df: pl.DataFrame) -> SymbolReport:
+    rep.total = df.height
+    rep.first = df["timestamp"].min() if df.height else None
+    rep.last = df["timestamp"].max() if df.height else None
+    return rep
+
+
+def write_merged(store: Store, symbol: str, timeframe: str, new: pl.DataFrame, mode: str,
+                 provider: str, adjusted: bool | None, source: str) -> tuple[int, pl.DataFrame]:
+    """Under the store lock: re-read the series, merge ``new`` (``merge_bars`` mode), write it
+    atomically with refreshed metadata. Returns (rows added or replaced, stored frame)."""
+    with store.lock():
+        old = store.read(timeframe, symbol) if store.has(timeframe, symbol) else None
+        old_meta = store.meta(timeframe, symbol) if old is not None else {}
+        merged = merge_bars(old, new, mode)
+        if mode == "extend":
+            added = merged.height - (old.height if old is not None else 0)
+        else:
+            added = new.height
+        if added or old is None:
+            store.write(timeframe, symbol, merged, _meta(old_meta, provider, adjusted, source, utc_now()))
+        return added, merged
+
+
+def fetch_symbols(
+    store: Store, symbols: Iterable[str], timeframe: str, start: datetime | None, end: datetime | None,
+    providers: list[Provider], retry: RetryPolicy | None = None, now: datetime | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[SymbolReport]:
+    """Download each symbol (with failover) and merge it into the store (the fetched range
+    replaces stored bars in that range; bars outside it are kept).
+
+    Default range: ``DEFAULT_SPAN[timeframe]`` back from the last complete bar. Per-symbol
+    provider failures are reported in ``SymbolReport.error`` and other symbols go on, except
+    when no provider is usable at all (offline, no keys): then ``DataError`` ends the run
+    (symbols already written stay written).
+    """
+    now = now or utc_now()
+    symbols = list(symbols)
+    out = []
+    for i, sym in enumerate(symbols):
+        sym = check_symbol(sym)
+        rep = SymbolReport(sym, timeframe)
+        b = end or last_complete_bar(sym, timeframe, now)
+        a = start or (b - DEFAULT_SPAN[timeframe])
+        try:
+            if a > b:
+                raise DataError(f"{sym}: start {a:%Y-%m-%d %H:%M} is after end {b:%Y-%m-%d %H:%M}")
+            bars, pname = fetch_with_failover(providers, sym, timeframe, a, b, retry)
+            if bars.frame.height == 0:
+                raise EmptyResponseError(f"{sym} {timeframe}: {pname}: no bars in the requested range")
+            rep.provider, rep.warnings = pname, list(bars.warnings)
+            rep.rows, merged = write_merged(store, sym, timeframe, bars.frame, "replace_range", pname, True, pname)
+            _report(store, rep, merged)
+        except ProviderError as exc:
+            _stop_if_unusable(exc, i, len(symbols))
+            rep.error = str(exc)
+        except DataError as exc:
+            rep.error = str(exc)
+        out.append(rep)
+        if progress:
+            progress(sym)
+    return out
+
+
+def update_symbols(
+    store: Store, pairs: Iterable[tuple[str, str]], providers_for: Callable[[dict], list[Provider]],
+    retry: RetryPolicy | None = None, prepend: bool = False, start: datetime | None = None,
+    now: datetime | None = None, progress: Callable[[str], None] | None = None,
+) -> list[SymbolReport]:
+    """Bring stored series up to date without refetching stored bars.
+
+    For each ``(timeframe, symbol)``: request from one bar after the last stored bar to the
+    last complete bar (or, with ``prepend``, from ``start`` - default ``DEFAULT_SPAN`` before
+    the first bar - to one bar before the first stored bar) and append only bars outside the
+    stored range. ``providers_for(meta)`` chooses the providers from the stored metadata.
+    An empty answer means "nothing new" (not an error).
+    """
+    now = now or utc_now()
+    pairs = list(pairs)
+    out = []
+    for i, (tf, sym) in enumerate(pairs):
+        rep = SymbolReport(sym, tf)
+        try:
+            cur = store.entry(tf, sym)
+            rep.provider = cur.meta.get("provider", "")
+            step = bar_step(tf)
+            if prepend:
+                b = cur.first - step
+                a = start or (cur.first - DEFAULT_SPAN[tf])
+            else:
+                a = cur.last + step
+                b = last_complete_bar(sym, tf, now)
+            if a > b:
+                rep.note = "up to date" if not prepend else "nothing before start"
+                rep.total, rep.first, rep.last = cur.rows, cur.first, cur.last
+            else:
+                try:
+                    bars, pname = fetch_with_failover(providers_for(cur.meta), sym, tf, a, b, retry)
+                except EmptyResponseError:
+                    rep.note = "no new bars"
+                    rep.total, rep.first, rep.last = cur.rows, cur.first, cur.last
+                else:
+                    rep.provider, rep.warnings = pname, list(bars.warnings)
+                    if cur.meta.get("provider") not in (None, "", pname, "import"):
+                        rep.warnings.append(f"{sym} {tf}: stored bars came from {cur.meta.get('provider')}, new bars from {pname}")
+                    rep.rows, merged = write_merged(store, sym, tf, bars.frame, "extend", pname, True, pname)
+                    _report(store, rep, merged)
+        except ProviderError as exc:
+            _stop_if_unusable(exc, i, len(pairs))
+            rep.error = str(exc)
+        except DataError as exc:
+            rep.error = str(exc)
+        out.append(rep)
+        if progress:
+            progress(sym)
+    return out
+
+
+def import_files(store: Store, paths: Iterable[str | Path], timeframe: str | None = None,
+                 adjust: bool = True) -> list[SymbolReport]:
+    """Import CSV/Parquet bar files (SLICES.md contract 2) into the store.
+
+    Every file is read and cleaned (``clean_for_store``) before anything is written, so a bad
+    file raises ``DataError`` and leaves the store untouched. The imported range of a symbol
+    replaces stored bars in that range. Timeframe: ``timeframe`` or inferred per symbol.
+    """
+    staged = []
+    for path in paths:
+        for ls in read_bar_file(path, adjust=adjust):
+            tf = check_timeframe(timeframe) if timeframe else infer_timeframe(ls.frame["timestamp"], f"{path}: {ls.symbol}")
+            res = clean_for_store(ls.frame, ls.symbol, str(path))
+            staged.append((ls, tf, res))
+    out = []
+    with store.lock():
+        for ls, tf, res in staged:
+            rep = SymbolReport(ls.symbol, tf, provider="import", warnings=ls.warnings + res.warnings)
+            rep.rows, merged = write_merged(store, ls.symbol, tf, res.frame, "replace_range", "import", ls.adjusted, ls.source)
+            out.append(_report(store, rep, merged))
+    return out
+
+
+@dataclass
+class Target:
+    """One series to validate: where it comes from and its raw bars."""
+
+    symbol: str
+    timeframe: str
+    frame: pl.DataFrame
+    origin: str
+
+
+def validate_targets(targets: list[Target], calendar: str, asof: datetime | None, rules: Rules | None = None) -> list[Finding]:
+    """Run ``validate_frame`` over every target; findings in target order."""
+    out: list[Finding] = []
+    for t in targets:
+        out.extend(validate_frame(t.frame, t.symbol, t.timeframe, calendar, asof, rules))
+    return out
+
+
+def record_validation(store: Store, targets: list[Target], findings: list[Finding], now: datetime) -> bool:
+    """Write ``last_validated`` and counts for store targets to ``<root>/meta/validation.json``.
+
+    Skipped (returns False) for the read-only embedded sample or an unwritable store.
+    """
+    if store.read_only or store.root.resolve() == SAMPLE_ROOT:
+        return False
+    by: dict[tuple[str, str], list[Finding]] = {(t.timeframe, t.symbol): [] for t in targets if t.origin == "store"}
+    if not by:
+        return False
+    for f in findings:
+        if (f.timeframe, f.symbol) in by:
+            by[(f.timeframe, f.symbol)].append(f)
+    recs = {}
+    for key, fs in by.items():
+        s = summarize(fs)
+        recs[key] = {"last_validated": iso(now), "errors": s["error"], "warnings": s["warning"], "infos": s["info"]}
+    try:
+        with store.lock(timeout=10):
+            store.record_validation(recs)
+    except (DataError, OSError):
+        return False
+    return True
