@@ -1,0 +1,130 @@
+"""Rendering and writing results: text tables, JSON, Parquet/CSV series and HTML reports."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date, datetime
+from pathlib import Path
+
+import polars as pl
+
+from slices.analyze.errors import AnalyzeError
+
+SERIES_SUFFIXES = (".parquet", ".pq", ".csv")
+REPORT_SUFFIXES = (".json", ".html", ".htm")
+
+
+def clean(obj):
+    """Make ``obj`` JSON-safe: NaN/inf become None, datetimes ISO strings, numpy scalars Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, (datetime, date)):
+        return obj.isoformat()
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def to_json(obj) -> str:
+    """Serialise ``obj`` with :func:`clean` (indent 2, strict JSON: no NaN)."""
+    return json.dumps(clean(obj), indent=2, allow_nan=False)
+
+
+def frame_records(frame: pl.DataFrame) -> list[dict]:
+    """Rows of ``frame`` as dicts with ISO timestamps and NaN as None."""
+    frame = frame.with_columns(
+        [pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%S%:z") for c, t in frame.schema.items() if isinstance(t, pl.Datetime)]
+    )
+    return clean(frame.to_dicts())
+
+
+def fmt(value) -> str:
+    """Short text for a table cell (4 significant decimals for floats, '-' for missing)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        if value != 0 and (abs(value) >= 1e12 or abs(value) < 1e-3):
+            return f"{value:.4g}"
+        return f"{value:,.4f}" if abs(value) < 1e4 else f"{value:,.2f}"
+    return str(value)
+
+
+def table(rows: list[dict], columns: list[str] | None = None, title: str | None = None) -> str:
+    """Render dict rows as an aligned plain-text table (first column left-aligned, the others right)."""
+    if not rows:
+        return (title + "\n" if title else "") + "(none)"
+    columns = columns or list(rows[0].keys())
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+
+    def line(vals):
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(vals, widths)))
+
+    out = [title] if title else []
+    out += [line(columns), line(["-" * w for w in widths])]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def frame_table(frame: pl.DataFrame, rows: int) -> str:
+    """The last ``rows`` rows of a series frame as a text table (timestamps shortened to the date on daily bars)."""
+    tail = frame.tail(rows)
+    recs = []
+    for r in tail.to_dicts():
+        rec = {}
+        for k, v in r.items():
+            if isinstance(v, datetime):
+                v = (
+                    v.strftime("%Y-%m-%d")
+                    if (v.hour, v.minute, v.second) == (0, 0, 0)
+                    else v.strftime("%Y-%m-%d %H:%M")
+                )
+            rec[k] = v
+        recs.append(rec)
+    return table(recs, list(frame.columns))
+
+
+def frame_table_transposed(frame: pl.DataFrame, rows: int) -> str:
+    """The last ``rows`` bars as columns and the frame's columns as rows (for wide indicator frames)."""
+    tail = frame.tail(rows)
+    stamps = [
+        v.strftime("%Y-%m-%d") if (v.hour, v.minute, v.second) == (0, 0, 0) else v.strftime("%Y-%m-%d %H:%M")
+        for v in tail["timestamp"]
+    ]
+    recs = [
+        {"column": c, **dict(zip(stamps, tail[c].to_list(), strict=True))} for c in frame.columns if c != "timestamp"
+    ]
+    return table(recs, ["column", *stamps])
+
+
+def check_out(out: str | None, kind: str) -> Path | None:
+    """Validate ``--out``: series accept .parquet/.pq/.csv, reports .json/.html. Raises AnalyzeError otherwise."""
+    if not out:
+        return None
+    path = Path(out).expanduser()
+    allowed = SERIES_SUFFIXES if kind == "series" else REPORT_SUFFIXES
+    if path.suffix.lower() not in allowed:
+        raise AnalyzeError(f"--out {out}: use one of {', '.join(allowed)} for this command")
+    if not path.parent.exists():
+        raise AnalyzeError(f"--out {out}: directory {path.parent} does not exist")
+    return path
+
+
+def write_series(frame: pl.DataFrame, path: Path) -> None:
+    """Write a series frame as Parquet or CSV (by extension)."""
+    if path.suffix.lower() == ".csv":
+        frame.write_csv(path)
+    else:
+        frame.write_parquet(path)
+
+
+def write_text(text: str, path: Path) -> None:
+    """Write a report file (UTF-8)."""
+    path.write_text(text, encoding="utf-8")

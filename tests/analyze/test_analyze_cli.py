@@ -1,0 +1,256 @@
+"""The CLI as a user runs it: every command on the embedded sample, files written, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+from analyze_helpers import ROOT, make_bars, random_walk
+from click.testing import CliRunner
+
+from slices.analyze.cli import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_bad_input(result, fragment):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: "), result.stderr
+    assert fragment in lines[-1], lines[-1]
+    assert "Traceback" not in result.output
+
+
+def test_help_lists_commands():
+    res = run("--help")
+    assert res.exit_code == 0
+    for cmd in ("indicators", "regime", "risk", "report"):
+        assert cmd in res.output
+    for cmd in ("indicators", "regime", "risk", "report"):
+        out = run(cmd, "--help").output
+        for opt in ("--store", "--data", "--start", "--end", "--timeframe", "--format", "--out"):
+            assert opt in out, (cmd, opt)
+
+
+def test_indicators_table_json_and_files(no_store, tmp_path):
+    res = run("indicators", "AAPL", "-i", "rsi:14", "-i", "macd:12:26:9", "--rows", "3")
+    assert res.exit_code == 0
+    assert "rsi_14" in res.stdout and "macd_hist_12_26_9" in res.stdout
+    assert "using embedded sample" in res.stderr
+    res = run("indicators", "AAPL", "-i", "sma:5", "--format", "json", "--start", "2019-12-01")
+    doc = json.loads(res.stdout)
+    rows = doc["rows"]
+    assert doc["columns"][-1] == "sma_5" and rows[0]["sma_5"] is None
+    closes = [r["close"] for r in rows]
+    assert rows[10]["sma_5"] == pytest.approx(np.mean(closes[6:11]))
+    wide = run("indicators", "AAPL", "--rows", "2")  # standard set: one line per column, last bars across
+    lines = wide.stdout.splitlines()
+    assert lines[1].split() == ["column", "2020-01-09", "2020-01-10"]
+    assert any(line.startswith("keltner_upper_20_2_10 ") for line in lines)
+    pq, csv = tmp_path / "a.parquet", tmp_path / "a.csv"
+    assert run("indicators", "AAPL", "--out", pq).exit_code == 0
+    frame = pl.read_parquet(pq)
+    for col in (
+        "sma_20",
+        "rsi_14",
+        "macd_12_26_9",
+        "bbands_upper_20_2",
+        "atr_14",
+        "adx_14",
+        "plus_di_14",
+        "stoch_k_14_3_3",
+        "willr_14",
+        "cci_20",
+        "roc_10",
+        "obv",
+        "mfi_14",
+        "vwap_20",
+        "donchian_upper_20",
+        "keltner_upper_20_2_10",
+        "ema_20",
+        "wma_20",
+    ):
+        assert col in frame.columns
+    assert frame.height == 1259
+    assert run("indicators", "AAPL", "-i", "ema:10", "--out", csv).exit_code == 0
+    assert "ema_10" in pl.read_csv(csv).columns
+
+
+def test_intraday_indicators_use_session_vwap(no_store):
+    res = run("indicators", "IDXFUT", "--timeframe", "1m", "--format", "json", "--start", "2006-02-27")
+    rows = json.loads(res.stdout)["rows"]
+    assert "vwap" in rows[0]
+    first = rows[0]
+    assert first["vwap"] == pytest.approx((first["high"] + first["low"] + first["close"]) / 3)
+
+
+def test_regime_command(no_store, tmp_path):
+    res = run("regime", "MSFT")
+    assert res.exit_code == 0
+    assert re.search(r"MSFT current trend regime: (bull|bear|sideways) for \d+ bars", res.stdout)
+    doc = json.loads(run("regime", "MSFT", "--format", "json").stdout)
+    trend = [r["trend"] for r in doc["rows"]]
+    cur = doc["current"]["trend"]
+    assert trend[-cur["bars"] :] == [cur["regime"]] * cur["bars"] and trend[-cur["bars"] - 1] != cur["regime"]
+    out = tmp_path / "r.csv"
+    assert run("regime", "MSFT", "--out", out, "--trend-window", "100").exit_code == 0
+    assert "ma_100" in pl.read_csv(out).columns
+
+
+def test_risk_command(no_store, tmp_path):
+    res = run("risk", "AAPL", "MSFT", "JPM", "--weights", "AAPL=0.5,MSFT=0.3,JPM=0.2", "--value", "100000")
+    assert res.exit_code == 0
+    for word in (
+        "historical",
+        "gaussian",
+        "cornish_fisher",
+        "monte_carlo",
+        "Worst historical windows",
+        "flash crash",
+        "Correlation",
+    ):
+        assert word in res.stdout
+    doc = json.loads(
+        run(
+            "risk",
+            "AAPL",
+            "MSFT",
+            "--confidence",
+            "0.9,0.99",
+            "--horizon",
+            "1,10",
+            "--format",
+            "json",
+            "--simulations",
+            "500",
+            "--seed",
+            "3",
+        ).stdout
+    )
+    assert doc["monte_carlo"] == {"simulations": 500, "seed": 3}
+    assert {(r["confidence"], r["horizon"]) for r in doc["var"]} == {(0.9, 1), (0.9, 10), (0.99, 1), (0.99, 10)}
+    html = tmp_path / "risk.html"
+    assert run("risk", "AAPL", "MSFT", "XOM", "--out", html).exit_code == 0
+    assert_self_contained(html.read_text())
+    js = tmp_path / "risk.json"
+    assert run("risk", "AAPL", "MSFT", "--out", js).exit_code == 0
+    assert json.loads(js.read_text())["symbols"] == ["AAPL", "MSFT"]
+
+
+def assert_self_contained(page: str):
+    assert not re.search(r"<script[^>]+src=", page)
+    assert not re.search(r"<link[^>]+href=[\"']https?:", page)
+    assert "Plotly.newPlot" in page and "plotly.js" in page.lower()
+    calls = re.findall(r"Plotly\.newPlot\('fig\d+', (\[.*?\]), (\{.*?\}), \{responsive: true\}\);", page)
+    assert calls
+    for data, layout in calls:
+        json.loads(data)
+        json.loads(layout)
+
+
+def test_report_command(no_store, tmp_path):
+    res = run("report", "AAPL", "MSFT")
+    assert res.exit_code == 0
+    assert "simple_ma" in res.stdout and "breakout" in res.stdout and "AAPL" in res.stdout
+    doc = json.loads(run("report", "AAPL", "MSFT", "XOM", "--format", "json").stdout)
+    aapl = doc["symbols"][0]
+    assert aapl["symbol"] == "AAPL" and aapl["trend"] in ("bull", "bear", "sideways")
+    assert 0 <= aapl["rsi_14"] <= 100 and aapl["dist_52w_high"] <= 0 <= aapl["dist_52w_low"]
+    assert all(aapl[s] in ("long", "short", "flat") for s in doc["strategies"])
+    assert sorted(doc["correlation"]["cluster_order"]) == ["AAPL", "MSFT", "XOM"]
+    page = tmp_path / "report.html"
+    assert run("report", "AAPL", "MSFT", "XOM", "--out", page).exit_code == 0
+    text = page.read_text()
+    assert_self_contained(text)
+    assert text.count("Plotly.newPlot") == 4  # three price charts and the heatmap
+    lo = json.loads(run("report", "XOM", "--long-only", "--format", "json").stdout)
+    assert "short" not in [lo["symbols"][0][s] for s in lo["strategies"]]
+
+
+def test_report_from_data_file(tmp_path):
+    path = tmp_path / "bars.csv"
+    frames = [
+        make_bars(random_walk(300, seed=i)).with_columns(pl.lit(s).alias("symbol")) for i, s in enumerate(["X", "Y"])
+    ]
+    pl.concat(frames).write_csv(path)
+    doc = json.loads(run("report", "--data", path, "--format", "json").stdout)
+    assert [r["symbol"] for r in doc["symbols"]] == ["X", "Y"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["indicators", "AAPL", "-i", "foo"], "unknown indicator 'foo'"),
+        (["indicators", "AAPL", "-i", "sma:abc"], "parameter window must be a number"),
+        (
+            ["indicators", "AAPL", "-i", "sma:500", "--start", "2019-06-01"],
+            "AAPL: 155 bars, indicator sma:500 needs at least 500",
+        ),
+        (["regime", "AAPL", "--start", "2019-06-01"], "regime needs at least 220"),
+        (["risk", "AAPL", "MSFT", "--weights", "AAPL=0.6,MSFT=0.6"], "weights sum to 1.2, not 1"),
+        (["risk", "AAPL", "MSFT", "--confidence", "95"], "--confidence"),
+        (["risk", "AAPL", "--horizon", "0"], "--horizon"),
+        (["report", "NOPE"], "NOPE 1d: not in store"),
+        (["report", "AAPL", "--out", "x.txt"], "--out x.txt"),
+        (["indicators", "AAPL", "--timeframe", "3h"], "unknown timeframe"),
+        (["indicators", "AAPL", "--start", "yesterday"], "cannot parse --start"),
+    ],
+)
+def test_bad_input_exit_2(no_store, args, fragment):
+    assert_bad_input(run(*args), fragment)
+
+
+def test_weights_normalize(no_store):
+    res = run("risk", "AAPL", "MSFT", "--weights", "AAPL=3,MSFT=1", "--normalize", "--format", "json")
+    assert res.exit_code == 0
+    doc = json.loads(res.stdout)
+    assert doc["per_symbol"]["AAPL"]["weight"] == pytest.approx(0.75)
+
+
+def test_nan_price_in_data_file(tmp_path):
+    b = make_bars(random_walk(50))
+    b = b.with_columns(pl.when(pl.int_range(pl.len()) == 10).then(None).otherwise(pl.col("close")).alias("close"))
+    path = tmp_path / "xyz.csv"
+    b.write_csv(path)
+    assert_bad_input(run("report", "--data", path), "xyz.csv: XYZ: NaN or non-positive close at 2020-01-11")
+
+
+def test_module_entrypoint_subprocess(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GPT_TRADER_STORE": str(tmp_path)}
+    ok = subprocess.run(
+        [sys.executable, "-m", "slices.analyze", "report", "AAPL", "MSFT"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "AAPL" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "slices.analyze", "indicators", "AAPL", "-i", "zz"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: unknown indicator")
+
+
+def test_shared_data_commands(sp500, tmp_path):
+    res = run("report", "--data", sp500, "AAPL", "MMM", "GE", "--format", "json")
+    assert res.exit_code == 0
+    assert [r["symbol"] for r in json.loads(res.stdout)["symbols"]] == ["AAPL", "MMM", "GE"]
+    res = run("risk", "--data", sp500, "AAPL", "MMM", "GE", "JPM")
+    assert res.exit_code == 0 and "cornish_fisher" in res.stdout
+    assert_bad_input(run("indicators", "--data", sp500, "CBS"), "CBS: NaN or non-positive open at 2019-12-04")
