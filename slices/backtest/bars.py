@@ -191,9 +191,14 @@ def validate(df: pl.DataFrame, source: str) -> dict[str, str]:
     return problems
 
 
+JUMP_FACTOR = 5.0
+
+
 def suspicious(df: pl.DataFrame, source: str) -> list[str]:
-    """Warnings for usable but suspicious bars in a sorted long frame: zero-volume bars,
-    OHLC inconsistency (open/close outside [low, high]), sub-penny prices and gaps.
+    """Warnings for usable but suspicious bars in a sorted long frame, most serious kind first:
+    extreme jumps (a close more than 5x or less than 1/5 of the previous close: an unadjusted
+    split or a bad quote), sub-penny prices (< 0.01, usually placeholder quotes), gaps,
+    OHLC inconsistency (open/close outside [low, high]) and zero-volume bars.
 
     A gap is a time step longer than both 5 x the symbol's median step and 4 calendar days
     (longer than a long weekend or a holiday). One line per symbol and kind.
@@ -201,19 +206,26 @@ def suspicious(df: pl.DataFrame, source: str) -> list[str]:
     incons = (pl.col("high") < pl.max_horizontal("open", "close")) | (pl.col("low") > pl.min_horizontal("open", "close"))
     step = pl.col("timestamp").diff().over("symbol")
     limit = pl.max_horizontal(step.median().over("symbol") * 5, pl.lit(timedelta(days=4)))
+    ratio = (pl.col("close") / pl.col("close").shift(1)).over("symbol")
     flagged = df.with_columns(
         zero=pl.col("volume") == 0, incons=incons, gap=(step > limit).fill_null(False), step=step,
-        subpenny=pl.col("low") < 0.01,
+        subpenny=pl.col("low") < 0.01, ratio=ratio,
+        jump=((ratio > JUMP_FACTOR) | (ratio < 1 / JUMP_FACTOR)).fill_null(False),
         prev=pl.col("timestamp").shift(1).over("symbol"),
-    ).filter(pl.col("zero") | pl.col("incons") | pl.col("gap") | pl.col("subpenny"))
+    ).filter(pl.col("zero") | pl.col("incons") | pl.col("gap") | pl.col("subpenny") | pl.col("jump"))
     out: list[str] = []
-    for kind, what in (
-        ("zero", "zero-volume bar(s)"),
-        ("incons", "bar(s) with open/close outside low..high"),
+    jumps = flagged.filter(pl.col("jump")).group_by("symbol", maintain_order=True).agg(
+        pl.len(), pl.col("prev").first(), pl.col("timestamp").first(), pl.col("ratio").first())
+    out += [f"{source}: {s}: {n} extreme price jump(s) (close x{r:,.4g}), first {_fmt_ts(a)} .. {_fmt_ts(b)}: "
+            f"an unadjusted split or a bad quote distorts every result of this symbol" for s, n, a, b, r in jumps.iter_rows()]
+    kinds = (
         ("subpenny", "bar(s) with a sub-penny price (< 0.01, likely a placeholder quote)"),
-    ):
-        rows = flagged.filter(pl.col(kind)).group_by("symbol", maintain_order=True).agg(pl.len(), pl.col("timestamp").first())
-        out += [f"{source}: {s}: {n} {what}, first at {_fmt_ts(t)}" for s, n, t in rows.iter_rows()]
+        ("incons", "bar(s) with open/close outside low..high"),
+        ("zero", "zero-volume bar(s)"),
+    )
+    rows = {k: flagged.filter(pl.col(k)).group_by("symbol", maintain_order=True).agg(pl.len(), pl.col("timestamp").first())
+            for k, _ in kinds}
+    out += [f"{source}: {s}: {n} {kinds[0][1]}, first at {_fmt_ts(t)}" for s, n, t in rows["subpenny"].iter_rows()]
     gaps = flagged.filter(pl.col("gap")).group_by("symbol", maintain_order=True).agg(
         pl.len(), pl.col("prev").sort_by("step").last(), pl.col("timestamp").sort_by("step").last(), pl.col("step").max()
     )
@@ -221,6 +233,8 @@ def suspicious(df: pl.DataFrame, source: str) -> list[str]:
         f"{source}: {s}: {n} gap(s) in the bars, largest {_fmt_ts(a)} .. {_fmt_ts(b)} ({d.days} days)"
         for s, n, a, b, d in gaps.iter_rows()
     ]
+    for kind, what in kinds[1:]:
+        out += [f"{source}: {s}: {n} {what}, first at {_fmt_ts(t)}" for s, n, t in rows[kind].iter_rows()]
     return out
 
 

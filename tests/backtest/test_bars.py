@@ -10,6 +10,7 @@ import sys
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import polars.testing
 import pytest
@@ -748,3 +749,25 @@ def test_csv_and_parquet_load_identically(tmp_path, frame):
         *[pl.col(c).cast(pl.Float64).alias(c.lower()) for c in ("Open", "High", "Low", "Close", "Volume")],
     ).sort("symbol", "timestamp")
     polars.testing.assert_frame_equal(from_pq, expected)
+
+
+def test_extreme_jump_is_warned_before_minor_findings(tmp_path):
+    from slices.backtest.bars import load_bars
+
+    n = 30
+    stamps = pl.Series(np.datetime64("2020-01-01", "us") + np.arange(n) * np.timedelta64(1, "D")).dt.replace_time_zone("UTC")
+    close = np.full(n, 10.0)
+    close[20:] = 60.0  # x6 overnight: an unadjusted reverse split or a bad quote
+    vol = np.full(n, 1e5)
+    vol[3] = 0.0  # a minor finding on the same symbol
+    pl.DataFrame({"symbol": "JMP", "timestamp": stamps, "open": close, "high": close * 1.01, "low": close * 0.99,
+                  "close": close, "volume": vol}).write_parquet(tmp_path / "j.parquet")
+    _, report = load_bars(None, data=[str(tmp_path / "j.parquet")])
+    assert "extreme price jump" in report.warnings[0] and "JMP" in report.warnings[0] and "x6" in report.warnings[0]
+    assert any("zero-volume" in w for w in report.warnings[1:])
+    # a 4x move is not an extreme jump
+    close[20:] = 40.0
+    pl.DataFrame({"symbol": "JMP", "timestamp": stamps, "open": close, "high": close * 1.01, "low": close * 0.99,
+                  "close": close, "volume": 1e5}).write_parquet(tmp_path / "k.parquet")
+    _, report = load_bars(None, data=[str(tmp_path / "k.parquet")])
+    assert not any("jump" in w for w in report.warnings)
