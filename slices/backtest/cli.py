@@ -48,7 +48,7 @@ def _run_options(f):
         click.option("--symbols", default=None, help="Comma list of symbols [default: all in the data]."),
         click.option("--data", "data", multiple=True, type=click.Path(), help="CSV/Parquet bar file (repeatable); replaces the store."),
         click.option("--store", default=None, help="Bar store root [default: $GPT_TRADER_STORE or ~/.gpt-trader/store]."),
-        click.option("--timeframe", default="1d", show_default=True, type=click.Choice(TIMEFRAMES)),
+        click.option("--timeframe", default="1d", show_default=True, type=click.Choice(TIMEFRAMES), help="Bar timeframe of the store."),
         click.option("--start", default=None, help="First bar, YYYY-MM-DD (inclusive)."),
         click.option("--end", default=None, help="Last bar, YYYY-MM-DD (inclusive)."),
         click.option("--param", "params", multiple=True, help="Strategy parameter k=v (repeatable)."),
@@ -57,7 +57,8 @@ def _run_options(f):
         click.option("--slippage-bps", default=2.0, show_default=True, type=float, help="Slippage against the trader, basis points."),
         click.option("--allow-short/--long-only", default=False, show_default=True, help="Allow short positions."),
         click.option("--whole-shares/--fractional", default=True, show_default=True, help="Round quantities down to whole units."),
-        click.option("--sizing", default="equal-weight", show_default=True, type=click.Choice(SIZINGS)),
+        click.option("--sizing", default="equal-weight", show_default=True, type=click.Choice(SIZINGS),
+                     help="equal-weight: equity / number of symbols; fixed-fraction: --fraction of equity; atr-risk: risk --fraction of equity to the ATR stop."),
         click.option("--fraction", default=None, type=float,
                      help="fixed-fraction: fraction of equity per position [0.10]; atr-risk: fraction of equity risked per trade [0.01]."),
         click.option("--stop-loss-atr", default=None, type=float, help="Stop-loss distance, ATR multiples."),
@@ -67,7 +68,8 @@ def _run_options(f):
         click.option("--max-drawdown", default=None, type=float, help="Halt: close all and stop trading at this drawdown (fraction, e.g. 0.25)."),
         click.option("--no-adjust", is_flag=True, help="Do not scale OHLC by adj_close/close in --data files."),
         click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder [default: a new folder under ./runs/]."),
-        click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"])),
+        click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"]),
+                     help="table: summary; json: metrics.json on stdout."),
         click.option("--no-report", is_flag=True, help="Skip report.html (faster)."),
     ]
     for opt in reversed(opts):
