@@ -58,6 +58,9 @@ class SliceGroup(click.Group):
             return super().invoke(ctx)
         except DataError as exc:
             fail(str(exc).replace("\n", " "))
+        except OSError as exc:  # unwritable store or export target, disk full, ...
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}")
         except KeyboardInterrupt:
             fail("interrupted; the store is unchanged except for completed symbols")
 
@@ -109,13 +112,14 @@ def _read_series(store: Store, symbol: str, timeframe: str) -> tuple[pl.DataFram
 
 
 @contextmanager
-def _progress(n: int, label: str):
-    """A progress bar on stderr for several symbols when stderr is a terminal; yields a
-    ``step(symbol)`` callback (a no-op otherwise)."""
-    if n < 2 or not sys.stderr.isatty():
+def _progress(n: int, label: str, file=None):
+    """A progress bar on ``file`` (default stderr) for several symbols when it is a terminal;
+    yields a ``step(symbol)`` callback (a no-op otherwise)."""
+    file = file if file is not None else sys.stderr
+    if n < 2 or not file.isatty():
         yield lambda _sym: None
         return
-    with click.progressbar(length=n, label=label, file=sys.stderr, item_show_func=lambda s: s) as bar:
+    with click.progressbar(length=n, label=label, file=file, item_show_func=lambda s: s) as bar:
         yield lambda sym: bar.update(1, sym)
 
 
@@ -130,10 +134,17 @@ def _summary(reports: list[SymbolReport], kind: str) -> None:
         click.echo(table(["symbol", "tf", "provider", kind, "total", "first", "last", "warnings", "note"], rows, {3, 4, 7}))
 
 
-def _emit(reports: list[SymbolReport], kind: str) -> None:
+def _messages(reports: list[SymbolReport]) -> None:
+    """Print each report's warnings (``warning:``) and notes (``note:``) on stderr."""
     for r in reports:
         for w in r.warnings:
             warn(w)
+        for n in r.notes:
+            note(n)
+
+
+def _emit(reports: list[SymbolReport], kind: str) -> None:
+    _messages(reports)
     _summary(reports, kind)
     failed = [r for r in reports if r.error]
     for r in failed:
@@ -152,8 +163,10 @@ def cli():
 
 @cli.command()
 @click.argument("symbols", nargs=-1, required=True)
-@click.option("--start", type=click.DateTime(DATE_FORMATS), default=None, help="First bar (UTC; default: a span per timeframe).")
-@click.option("--end", type=click.DateTime(DATE_FORMATS), default=None, help="Last bar (UTC; default: last complete bar).")
+@click.option("--start", type=click.DateTime(DATE_FORMATS), default=None, metavar="DATE",
+              help="First bar, YYYY-MM-DD[THH:MM] UTC (default: 5 years daily, 729 days 1h, 59 days 15m/5m, 7 days 1m).")
+@click.option("--end", type=click.DateTime(DATE_FORMATS), default=None, metavar="DATE",
+              help="Last bar, YYYY-MM-DD[THH:MM] UTC (default: the last complete bar).")
 @timeframe_option("1d")
 @click.option("--provider", type=click.Choice(["yahoo", "alpaca", "auto"]), default="auto", show_default=True,
               help="auto: primary ($GPT_TRADER_PROVIDER, default yahoo), then the other on errors.")
@@ -175,10 +188,14 @@ def fetch(symbols, start, end, timeframe, provider, store):
 @click.option("--provider", type=click.Choice(["stored", "yahoo", "alpaca", "auto"]), default="stored", show_default=True,
               help="stored: the provider recorded for the symbol first, the other on errors.")
 @click.option("--prepend", is_flag=True, help="Extend history backwards instead of forwards.")
-@click.option("--start", type=click.DateTime(DATE_FORMATS), default=None, help="With --prepend: how far back.")
+@click.option("--start", type=click.DateTime(DATE_FORMATS), default=None, metavar="DATE",
+              help="With --prepend: how far back, YYYY-MM-DD (default: the timeframe's fetch span).")
 @store_option
 def update(symbols, timeframe, provider, prepend, start, store):
-    """Bring stored symbols up to date from their last bar (no stored bar is refetched)."""
+    """Bring stored symbols (default: all) up to date from their last bar; no stored bar is
+    refetched. With --prepend, extend their history backwards instead."""
+    if start is not None and not prepend:
+        raise DataError("update --start needs --prepend (a forward update always starts after the last stored bar)")
     st = Store(resolve_root(store))
     st.check_writable()
     tfs = [timeframe] if timeframe else st.timeframes()
@@ -211,9 +228,7 @@ def import_(paths, timeframe, no_adjust, store):
     """Import CSV or Parquet bar files (per-symbol or long format; SLICES.md contract 2)."""
     st = Store(resolve_root(store))
     reports = import_files(st, paths, timeframe, adjust=not no_adjust)
-    for r in reports:
-        for w in r.warnings:
-            warn(w)
+    _messages(reports)
     if len(reports) > 20:
         total = sum(r.rows for r in reports)
         click.echo(f"imported {len(reports)} symbols, {total} rows into {st.root} "
@@ -249,9 +264,10 @@ def list_(store):
 def show(symbol, timeframe, tail, store):
     """Show the last bars of SYMBOL and its metadata."""
     st = Store(resolve_root(store))
+    symbol = check_symbol(symbol)
     df, src = _read_series(st, symbol, timeframe)
-    meta = src.meta(timeframe, check_symbol(symbol))
-    click.echo(f"{check_symbol(symbol)} {timeframe}: {df.height} bars {_fmt(df['timestamp'].min(), timeframe)}.."
+    meta = src.meta(timeframe, symbol)
+    click.echo(f"{symbol} {timeframe}: {df.height} bars {_fmt(df['timestamp'].min(), timeframe)}.."
                f"{_fmt(df['timestamp'].max(), timeframe)}; provider {meta.get('provider', '-')}, "
                f"adjusted {({True: 'yes', False: 'no', None: 'unknown'}).get(meta.get('adjusted'), '-')}, updated {meta.get('fetched_at', '-')}")
     rows = [[_fmt(r[0], timeframe)] + [f"{x:.6g}" for x in r[1:5]] + [f"{r[5]:.0f}"] for r in df.tail(tail).iter_rows()]
@@ -266,6 +282,7 @@ def show(symbol, timeframe, tail, store):
 def export(symbol, to, timeframe, store):
     """Export SYMBOL's bars to CSV or Parquet (store schema; re-importable)."""
     st = Store(resolve_root(store))
+    symbol = check_symbol(symbol)
     df, _ = _read_series(st, symbol, timeframe)
     path = Path(to)
     ext = path.suffix.lower()
@@ -275,7 +292,7 @@ def export(symbol, to, timeframe, store):
         atomic_write_bytes(path, lambda tmp: df.write_parquet(tmp))
     else:
         raise DataError(f"{path}: unsupported extension {path.suffix!r} (use .csv, .parquet or .pq)")
-    click.echo(f"wrote {df.height} bars of {check_symbol(symbol)} {timeframe} to {path}")
+    click.echo(f"wrote {df.height} bars of {symbol} {timeframe} to {path}")
 
 
 @cli.command()
@@ -297,9 +314,11 @@ def remove(symbol, timeframe, store):
 
 @cli.command()
 @click.argument("symbols", nargs=-1)
-@click.option("--data", "data", multiple=True, type=click.Path(), help="Validate bar files directly (repeatable).")
+@click.option("--data", "data", multiple=True, type=click.Path(),
+              help="Validate bar files directly (repeatable); SYMBOLS then select symbols from them.")
 @timeframe_option(None)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table: one line per finding and a summary; json: every finding with start/end/count.")
 @click.option("--strict", is_flag=True, help="Exit 1 when an error-severity finding exists.")
 @click.option("--asof", default="now", show_default=True,
               help="Reference time for the stale-series check: now, none, or a date (UTC).")
@@ -311,32 +330,40 @@ def remove(symbol, timeframe, store):
 @store_option
 def validate(symbols, data, timeframe, fmt, strict, asof, calendar, limit, no_adjust, store):
     """Integrity report: calendar gaps, duplicates, bad prices, OHLC, zero-volume and stale runs,
-    outlier returns, sub-penny prices, stale series."""
+    outlier returns, sub-penny prices, stale series.
+
+    Checks SYMBOLS (default: every stored series; the embedded sample when the store is empty),
+    or with --data the files' symbols (all, or those named in SYMBOLS)."""
     try:
         asof_dt = parse_asof(asof)
     except ValueError:
         raise DataError(f"--asof {asof!r}: use now, none or a date like 2020-01-10") from None
     st = Store(resolve_root(store))
+    wanted = [check_symbol(s) for s in symbols]
     targets: list[Target] = []
-    for path in data:
-        for ls in read_bar_file(path, adjust=not no_adjust):
-            for w in ls.warnings:
-                warn(w)
-            tf = timeframe or infer_timeframe(ls.frame["timestamp"], f"{path}: {ls.symbol}")
-            targets.append(Target(ls.symbol, tf, ls.frame, str(path)))
-    if symbols or not data:
-        tfs = [timeframe] if timeframe else (st.timeframes() or ["1d"])
-        wanted = [check_symbol(s) for s in symbols]
+    if data:
+        for path in data:
+            for ls in read_bar_file(path, adjust=not no_adjust):
+                if wanted and ls.symbol not in wanted:
+                    continue
+                for w in ls.warnings:
+                    warn(w)
+                tf = timeframe or infer_timeframe(ls.frame["timestamp"], f"{path}: {ls.symbol}")
+                targets.append(Target(ls.symbol, tf, ls.frame, str(path)))
+        absent = [s for s in wanted if not any(t.symbol == s for t in targets)]
+        if absent:
+            raise DataError(f"not in {', '.join(data)}: {' '.join(absent)}")
+    else:
         if not wanted and not st.timeframes():
             note(f"store {st.root} is empty; validating the embedded sample")
             st = Store(SAMPLE_ROOT, read_only=True)
-            tfs = [timeframe] if timeframe else st.timeframes()
+        tfs = [timeframe] if timeframe else st.timeframes()
         for tf in tfs:
             for sym in wanted or st.symbols(tf):
-                if not wanted or st.has(tf, sym):
+                if st.has(tf, sym):
                     targets.append(Target(sym, tf, st.read(tf, sym), "store"))
         for sym in wanted:
-            if not any(t.symbol == sym and t.origin == "store" for t in targets):
+            if not any(t.symbol == sym for t in targets):
                 tf = timeframe or "1d"
                 df, src = _read_series(st, sym, tf)
                 targets.append(Target(sym, tf, df, "store" if src is st else "sample"))

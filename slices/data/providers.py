@@ -40,10 +40,16 @@ PROVIDERS = ("yahoo", "alpaca")
 
 @dataclass
 class Bars:
-    """A provider's answer: ``frame`` in store schema plus normalisation ``warnings``."""
+    """A provider's answer: ``frame`` in store schema plus normalisation ``warnings``.
+
+    ``fetch_with_failover`` fills ``failed_over`` (names of the providers that failed before
+    this one served the bars) and ``notes`` (one line per such failure, with its reason).
+    """
 
     frame: pl.DataFrame
     warnings: list[str] = field(default_factory=list)
+    failed_over: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def normalise(
@@ -219,24 +225,28 @@ class YahooProvider(Provider):
         idx = hist.index
         if getattr(idx, "tz", None) is None:
             idx = idx.tz_localize("UTC")
-        utc = idx.tz_convert("UTC").tz_localize(None)
-        ts_us = utc.values.astype("datetime64[us]").astype(np.int64)
-        session = idx.tz_localize(None).values.astype("datetime64[D]")  # exchange-local date
         ohlcv = {k.lower(): hist[k].to_numpy(dtype=np.float64, na_value=np.nan) for k in ("Open", "High", "Low", "Close")}
         vol = hist["Volume"].to_numpy(dtype=np.float64, na_value=np.nan) if "Volume" in hist.columns else np.zeros(len(hist))
         ohlcv["volume"] = vol
-        bars = normalise(ts_us, ohlcv, timeframe, symbol, "yahoo", session)
-        return Bars(_clip(bars.frame, timeframe, start, end), bars.warnings)
+        # yfinance's index is in the exchange's time zone: its local date is the session date
+        return _bars_in_range(idx, idx.tz, ohlcv, symbol, timeframe, start, end, "yahoo")
 
 
-def _clip(df: pl.DataFrame, timeframe: str, start: datetime, end: datetime) -> pl.DataFrame:
-    """Keep bars inside ``[start, end]`` (daily bars compared by date)."""
-    if timeframe == "1d":
-        a = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
-        b = datetime(end.year, end.month, end.day, tzinfo=timezone.utc)
-    else:
-        a, b = start, end
-    return df.filter((pl.col("timestamp") >= a) & (pl.col("timestamp") <= b))
+def _day(dt: datetime) -> datetime:
+    """00:00 UTC of ``dt``'s date."""
+    return datetime(dt.year, dt.month, dt.day, tzinfo=timezone.utc)
+
+
+def _bars_in_range(stamps, session_tz, ohlcv: dict[str, np.ndarray], symbol: str, timeframe: str,
+                   start: datetime, end: datetime, source: str) -> Bars:
+    """Normalise a provider's bars (``stamps``: tz-aware pandas ``DatetimeIndex`` of bar open
+    times; ``session_tz``: the zone whose local date is the session date of a daily bar) and
+    keep those inside ``[start, end]`` (daily bars compared by date)."""
+    ts_us = stamps.tz_convert("UTC").tz_localize(None).values.astype("datetime64[us]").astype(np.int64)
+    session = stamps.tz_convert(session_tz).tz_localize(None).values.astype("datetime64[D]")
+    bars = normalise(ts_us, ohlcv, timeframe, symbol, source, session)
+    a, b = (_day(start), _day(end)) if timeframe == "1d" else (start, end)
+    return Bars(bars.frame.filter((pl.col("timestamp") >= a) & (pl.col("timestamp") <= b)), bars.warnings)
 
 
 # ---- Alpaca ------------------------------------------------------------------------------
@@ -280,7 +290,6 @@ class AlpacaProvider(Provider):
         4xx naming the symbol -> unknown symbol; no bars -> empty."""
         if not self._key or not self._secret:
             raise AuthError("alpaca: no API keys; set APCA_API_KEY_ID and APCA_API_SECRET_KEY")
-        from alpaca.common.exceptions import APIError
         from alpaca.data.enums import Adjustment
         from alpaca.data.historical import StockHistoricalDataClient
         from alpaca.data.requests import StockBarsRequest
@@ -289,8 +298,7 @@ class AlpacaProvider(Provider):
         client._retry = 0  # one HTTP attempt per call: retries are done by tenacity here
         kw = {"feed": self.feed} if self.feed else {}
         if timeframe == "1d":
-            a = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
-            b = datetime(end.year, end.month, end.day, 23, 59, 59, tzinfo=timezone.utc)
+            a, b = _day(start), _day(end) + timedelta(hours=23, minutes=59, seconds=59)
         else:
             a, b = start, end
         # free plans may not query the last 15 minutes of SIP data; never ask for the future
@@ -299,9 +307,7 @@ class AlpacaProvider(Provider):
                                start=a, end=b, adjustment=Adjustment.ALL, **kw)
         try:
             barset = client.get_stock_bars(req)
-        except APIError as exc:
-            raise classify_http(exc, "alpaca", symbol) from None
-        except Exception as exc:
+        except Exception as exc:  # alpaca's APIError (HTTP status) or requests' network errors
             raise classify_http(exc, "alpaca", symbol) from None
         bars = barset.data.get(symbol, []) if hasattr(barset, "data") else []
         if not bars:
@@ -311,11 +317,9 @@ class AlpacaProvider(Provider):
         stamps = pd.DatetimeIndex([b.timestamp for b in bars])
         if stamps.tz is None:
             stamps = stamps.tz_localize("UTC")
-        ts_us = stamps.tz_convert("UTC").tz_localize(None).values.astype("datetime64[us]").astype(np.int64)
-        session = stamps.tz_convert(EXCHANGE_TZ).tz_localize(None).values.astype("datetime64[D]")
         ohlcv = {k: np.array([getattr(b, k) for b in bars], dtype=np.float64) for k in ("open", "high", "low", "close", "volume")}
-        out = normalise(ts_us, ohlcv, timeframe, symbol, "alpaca", session)
-        return Bars(_clip(out.frame, timeframe, start, end), out.warnings)
+        # Alpaca stamps daily bars at New York midnight in UTC (04:00/05:00Z): New York's date
+        return _bars_in_range(stamps, EXCHANGE_TZ, ohlcv, symbol, timeframe, start, end, "alpaca")
 
 
 # ---- retry and failover --------------------------------------------------------------------
@@ -370,18 +374,25 @@ def fetch_with_failover(
 ) -> tuple[Bars, str]:
     """Try each provider in order (each with ``retry``); return the bars and the provider name.
 
-    Any ``ProviderError`` (after retries) moves on to the next provider. Raises
+    Any ``ProviderError`` (after retries) moves on to the next provider; the bars then record
+    which providers failed and why (``Bars.failed_over``, ``Bars.notes``). Raises
     ``ProviderError`` naming every provider's failure when all fail, or ``EmptyResponseError``
     (same message) when at least one provider answered "no bars" and none had bars: an
     answer from a working provider, e.g. nothing new for ``update``.
     """
     retry = retry or RetryPolicy()
     errors: list[ProviderError] = []
+    failed: list[str] = []
     for p in providers:
         try:
-            return retry.call(lambda p=p: p.fetch(symbol, timeframe, start, end)), p.name
+            bars = retry.call(lambda p=p: p.fetch(symbol, timeframe, start, end))
         except ProviderError as exc:
             errors.append(exc)
+            failed.append(p.name)
+            continue
+        bars.failed_over = failed
+        bars.notes = [f"{symbol} {timeframe}: {name} failed ({e}); served by {p.name}" for name, e in zip(failed, errors, strict=True)]
+        return bars, p.name
     msg = f"{symbol} {timeframe}: " + "; ".join(str(e) for e in errors)
     exc = EmptyResponseError(msg) if any(isinstance(e, EmptyResponseError) for e in errors) else ProviderError(msg)
     exc.causes = errors

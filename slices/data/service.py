@@ -16,7 +16,7 @@ import polars as pl
 from slices.data import calendars
 from slices.data.errors import DataError, EmptyResponseError, ProviderError
 from slices.data.loader import read_bar_file
-from slices.data.providers import Provider, RetryPolicy, bar_step, fetch_with_failover, no_provider_usable
+from slices.data.providers import Bars, Provider, RetryPolicy, bar_step, fetch_with_failover, no_provider_usable
 from slices.data.schema import check_symbol, check_timeframe, clean_for_store, infer_timeframe
 from slices.data.store import SAMPLE_ROOT, Store, iso, merge_bars, utc_now
 from slices.data.validate import Finding, Rules, summarize, validate_frame
@@ -27,7 +27,8 @@ DEFAULT_SPAN = {"1d": timedelta(days=5 * 365), "1h": timedelta(days=729), "15m":
 
 @dataclass
 class SymbolReport:
-    """Outcome for one symbol: rows added, totals after the write, provider, warnings, error."""
+    """Outcome for one symbol: rows added, totals after the write, provider, warnings, error;
+    ``note`` is the summary table's short remark, ``notes`` are full ``note:`` lines (failover)."""
 
     symbol: str
     timeframe: str
@@ -39,6 +40,7 @@ class SymbolReport:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     note: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 def last_complete_bar(symbol: str, timeframe: str, now: datetime) -> datetime:
@@ -80,7 +82,8 @@ def _meta(old: dict, provider: str, adjusted: bool | None, source: str, now: dat
     }
 
 
-def _report(store: Store, rep: SymbolReport, df: pl.DataFrame) -> SymbolReport:
+def _totals(rep: SymbolReport, df: pl.DataFrame) -> SymbolReport:
+    """Fill the report's totals (rows, first and last bar) from the stored frame."""
     rep.total = df.height
     rep.first = df["timestamp"].min() if df.height else None
     rep.last = df["timestamp"].max() if df.height else None
@@ -104,6 +107,41 @@ def write_merged(store: Store, symbol: str, timeframe: str, new: pl.DataFrame, m
         return added, merged
 
 
+def _each(pairs: list[tuple[str, str]], work: Callable[[SymbolReport], None],
+          progress: Callable[[str], None] | None) -> list[SymbolReport]:
+    """Run ``work(report)`` for each ``(timeframe, symbol)``, one report per pair.
+
+    A provider or data failure of one symbol is recorded in ``report.error`` and the next
+    symbol goes on, except when no provider is usable at all (offline, no keys): then
+    ``DataError`` ends the run (symbols already written stay written).
+    """
+    out = []
+    for i, (tf, sym) in enumerate(pairs):
+        rep = SymbolReport(sym, tf)
+        try:
+            work(rep)
+        except ProviderError as exc:
+            _stop_if_unusable(exc, i, len(pairs))
+            rep.error = str(exc)
+        except DataError as exc:
+            rep.error = str(exc)
+        out.append(rep)
+        if progress:
+            progress(sym)
+    return out
+
+
+def _store_bars(store: Store, rep: SymbolReport, bars: Bars, provider: str, mode: str) -> None:
+    """Merge fetched bars into the store and record provider, warnings, notes and totals."""
+    rep.provider = provider
+    rep.warnings += bars.warnings
+    if bars.failed_over:
+        rep.note = "failover from " + ",".join(bars.failed_over)
+    rep.notes += bars.notes
+    rep.rows, merged = write_merged(store, rep.symbol, rep.timeframe, bars.frame, mode, provider, True, provider)
+    _totals(rep, merged)
+
+
 def fetch_symbols(
     store: Store, symbols: Iterable[str], timeframe: str, start: datetime | None, end: datetime | None,
     providers: list[Provider], retry: RetryPolicy | None = None, now: datetime | None = None,
@@ -113,36 +151,22 @@ def fetch_symbols(
     replaces stored bars in that range; bars outside it are kept).
 
     Default range: ``DEFAULT_SPAN[timeframe]`` back from the last complete bar. Per-symbol
-    provider failures are reported in ``SymbolReport.error`` and other symbols go on, except
-    when no provider is usable at all (offline, no keys): then ``DataError`` ends the run
-    (symbols already written stay written).
+    failures are handled by ``_each``.
     """
     now = now or utc_now()
-    symbols = list(symbols)
-    out = []
-    for i, sym in enumerate(symbols):
-        sym = check_symbol(sym)
-        rep = SymbolReport(sym, timeframe)
+
+    def work(rep: SymbolReport) -> None:
+        sym = rep.symbol
         b = end or last_complete_bar(sym, timeframe, now)
         a = start or (b - DEFAULT_SPAN[timeframe])
-        try:
-            if a > b:
-                raise DataError(f"{sym}: start {a:%Y-%m-%d %H:%M} is after end {b:%Y-%m-%d %H:%M}")
-            bars, pname = fetch_with_failover(providers, sym, timeframe, a, b, retry)
-            if bars.frame.height == 0:
-                raise EmptyResponseError(f"{sym} {timeframe}: {pname}: no bars in the requested range")
-            rep.provider, rep.warnings = pname, list(bars.warnings)
-            rep.rows, merged = write_merged(store, sym, timeframe, bars.frame, "replace_range", pname, True, pname)
-            _report(store, rep, merged)
-        except ProviderError as exc:
-            _stop_if_unusable(exc, i, len(symbols))
-            rep.error = str(exc)
-        except DataError as exc:
-            rep.error = str(exc)
-        out.append(rep)
-        if progress:
-            progress(sym)
-    return out
+        if a > b:
+            raise DataError(f"{sym}: start {a:%Y-%m-%d %H:%M} is after end {b:%Y-%m-%d %H:%M}")
+        bars, pname = fetch_with_failover(providers, sym, timeframe, a, b, retry)
+        if bars.frame.height == 0:
+            raise EmptyResponseError(f"{sym} {timeframe}: {pname}: no bars in the requested range")
+        _store_bars(store, rep, bars, pname, "replace_range")
+
+    return _each([(timeframe, check_symbol(s)) for s in symbols], work, progress)
 
 
 def update_symbols(
@@ -159,44 +183,30 @@ def update_symbols(
     An empty answer means "nothing new" (not an error).
     """
     now = now or utc_now()
-    pairs = list(pairs)
-    out = []
-    for i, (tf, sym) in enumerate(pairs):
-        rep = SymbolReport(sym, tf)
+
+    def work(rep: SymbolReport) -> None:
+        sym, tf = rep.symbol, rep.timeframe
+        cur = store.entry(tf, sym)
+        rep.provider = cur.meta.get("provider", "")
+        rep.total, rep.first, rep.last = cur.rows, cur.first, cur.last
+        step = bar_step(tf)
+        if prepend:
+            a, b = start or (cur.first - DEFAULT_SPAN[tf]), cur.first - step
+        else:
+            a, b = cur.last + step, last_complete_bar(sym, tf, now)
+        if a > b:
+            rep.note = "nothing before start" if prepend else "up to date"
+            return
         try:
-            cur = store.entry(tf, sym)
-            rep.provider = cur.meta.get("provider", "")
-            step = bar_step(tf)
-            if prepend:
-                b = cur.first - step
-                a = start or (cur.first - DEFAULT_SPAN[tf])
-            else:
-                a = cur.last + step
-                b = last_complete_bar(sym, tf, now)
-            if a > b:
-                rep.note = "up to date" if not prepend else "nothing before start"
-                rep.total, rep.first, rep.last = cur.rows, cur.first, cur.last
-            else:
-                try:
-                    bars, pname = fetch_with_failover(providers_for(cur.meta), sym, tf, a, b, retry)
-                except EmptyResponseError:
-                    rep.note = "no new bars"
-                    rep.total, rep.first, rep.last = cur.rows, cur.first, cur.last
-                else:
-                    rep.provider, rep.warnings = pname, list(bars.warnings)
-                    if cur.meta.get("provider") not in (None, "", pname, "import"):
-                        rep.warnings.append(f"{sym} {tf}: stored bars came from {cur.meta.get('provider')}, new bars from {pname}")
-                    rep.rows, merged = write_merged(store, sym, tf, bars.frame, "extend", pname, True, pname)
-                    _report(store, rep, merged)
-        except ProviderError as exc:
-            _stop_if_unusable(exc, i, len(pairs))
-            rep.error = str(exc)
-        except DataError as exc:
-            rep.error = str(exc)
-        out.append(rep)
-        if progress:
-            progress(sym)
-    return out
+            bars, pname = fetch_with_failover(providers_for(cur.meta), sym, tf, a, b, retry)
+        except EmptyResponseError:
+            rep.note = "no new bars"
+            return
+        if cur.meta.get("provider") not in (None, "", pname, "import"):
+            rep.warnings.append(f"{sym} {tf}: stored bars came from {cur.meta.get('provider')}, new bars from {pname}")
+        _store_bars(store, rep, bars, pname, "extend")
+
+    return _each(list(pairs), work, progress)
 
 
 def import_files(store: Store, paths: Iterable[str | Path], timeframe: str | None = None,
@@ -218,7 +228,7 @@ def import_files(store: Store, paths: Iterable[str | Path], timeframe: str | Non
         for ls, tf, res in staged:
             rep = SymbolReport(ls.symbol, tf, provider="import", warnings=ls.warnings + res.warnings)
             rep.rows, merged = write_merged(store, ls.symbol, tf, res.frame, "replace_range", "import", ls.adjusted, ls.source)
-            out.append(_report(store, rep, merged))
+            out.append(_totals(rep, merged))
     return out
 
 

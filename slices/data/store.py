@@ -193,7 +193,11 @@ class Store:
         """
         self.check_writable()
         if timeout is None:
-            timeout = float(os.environ.get("GPT_TRADER_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT))
+            raw = os.environ.get("GPT_TRADER_LOCK_TIMEOUT", "")
+            try:
+                timeout = float(raw) if raw.strip() else DEFAULT_LOCK_TIMEOUT
+            except ValueError:
+                raise DataError(f"GPT_TRADER_LOCK_TIMEOUT={raw!r}: use a number of seconds") from None
         if self._lock is None:
             self.root.mkdir(parents=True, exist_ok=True)
             # one FileLock per Store: re-entrant within this process (filelock counts nesting)
@@ -208,7 +212,8 @@ class Store:
             self._lock.release()
 
     def write(self, timeframe: str, symbol: str, df: pl.DataFrame, meta: dict) -> Path:
-        """Atomically replace the series with ``df`` (store schema) and ``meta``.
+        """Atomically replace the series with ``df`` (store schema) and ``meta`` (temporary
+        files of an earlier killed writer of this series are removed first).
 
         ``meta`` is merged over the standard keys ``schema symbol timeframe rows first last``.
         The caller holds ``lock()``. Raises ``DataError`` if ``df`` breaks contract 1 (columns,
@@ -231,8 +236,23 @@ class Store:
             "last": iso(df["timestamp"].max()) if df.height else None,
         }
         path = self.path(timeframe, symbol)
+        self._remove_orphans(path)
         atomic_write_bytes(path, lambda tmp: df.write_parquet(tmp, metadata={META_KEY: json.dumps(full, sort_keys=True)}))
         return path
+
+    def _remove_orphans(self, path: Path) -> None:
+        """Delete temporary files a killed writer left for ``path`` (``.<name>.*.tmp``).
+
+        Only while this process holds the lock: every store writer holds it while its temporary
+        file exists, so any such file found then belongs to a writer that died.
+        """
+        if self._lock is None or not self._lock.is_locked or not path.parent.is_dir():
+            return
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
 
     def remove(self, timeframe: str, symbol: str) -> None:
         """Delete a stored series (the caller holds ``lock()``); ``DataError`` if absent."""

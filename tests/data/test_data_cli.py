@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
@@ -175,3 +176,98 @@ def test_update_unknown_symbol_is_an_error(tmp_path):
 def test_writes_into_the_sample_are_refused():
     r = run("import", SAMPLE_AAPL, "--store", SAMPLE_ROOT)
     assert r.exit_code == 2 and "read-only" in r.stderr
+
+
+# ---- audit fixes ---------------------------------------------------------------------------
+def test_failover_says_which_provider_failed_and_which_served(monkeypatch, tmp_path):
+    market = {"AAA": make_bars(30, start=datetime(2021, 1, 1, tzinfo=timezone.utc))}
+    _stub_providers(monkeypatch, {"yahoo": Offline("yahoo"), "alpaca": SeriesProvider(market, "alpaca")})
+    r = run("fetch", "AAA", "--start", "2021-01-01", "--end", "2021-01-30", "--store", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    assert "note: AAA 1d: yahoo failed (yahoo: network unreachable" in r.stderr and "served by alpaca" in r.stderr
+    header, _, row = r.stdout.splitlines()[:3]
+    assert header.split() == ["symbol", "tf", "provider", "rows", "total", "first", "last", "warnings", "note"]
+    assert row.split()[:4] == ["AAA", "1d", "alpaca", "30"] and row.endswith("failover from yahoo")
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_for_several_symbols_on_a_terminal(monkeypatch, tmp_path):
+    market = {s: make_bars(20, start=datetime(2021, 1, 1, tzinfo=timezone.utc), seed=i) for i, s in enumerate(("AAA", "BBB", "CCC"))}
+    _stub_providers(monkeypatch, {"yahoo": SeriesProvider(market, "yahoo"), "alpaca": SeriesProvider(market, "alpaca")})
+    tty = _Tty()
+    real = cli_mod._progress
+    monkeypatch.setattr(cli_mod, "_progress", lambda n, label: real(n, label, file=tty))
+    r = run("fetch", "AAA", "BBB", "CCC", "--start", "2021-01-01", "--end", "2021-01-20", "--store", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    bar = tty.getvalue()
+    assert "fetching" in bar and "33%  AAA" in bar and "100%  CCC" in bar
+    assert [line.split()[0] for line in r.stdout.splitlines()[2:]] == ["AAA", "BBB", "CCC"]
+    # one symbol, or stderr not a terminal: no bar
+    quiet = io.StringIO()
+    with real(3, "fetching", file=quiet) as step:
+        step("AAA")
+    with real(1, "fetching", file=_Tty()) as step:
+        step("AAA")
+    assert quiet.getvalue() == ""
+
+
+def test_update_prepend_from_the_command_line(monkeypatch, tmp_path):
+    full = make_bars(200, start=datetime(2021, 1, 1, tzinfo=timezone.utc))
+    prov = SeriesProvider({"AAA": full}, "yahoo")
+    _stub_providers(monkeypatch, {"yahoo": prov, "alpaca": SeriesProvider({}, "alpaca")})
+    store = tmp_path / "s"
+    mid = full["timestamp"][120]
+    assert run("fetch", "AAA", "--start", f"{mid:%Y-%m-%d}", "--end", "2021-07-19", "--store", store).exit_code == 0
+    prov.calls.clear()
+    r = run("update", "AAA", "--prepend", "--start", "2021-01-01", "--store", store)
+    assert r.exit_code == 0, r.output
+    assert prov.calls == [("AAA", datetime(2021, 1, 1, tzinfo=timezone.utc), mid - timedelta(days=1))]
+    assert Store(store).read("1d", "AAA").equals(full)
+    assert run("update", "AAA", "--prepend", "--start", "2021-01-01", "--store", store).stdout.rstrip().endswith("nothing before start")
+
+
+def test_update_start_without_prepend_is_an_error(tmp_path):
+    r = run("update", "--start", "2010-01-01", "--store", tmp_path / "s")
+    assert r.exit_code == 2 and r.stderr.strip() == (
+        "error: update --start needs --prepend (a forward update always starts after the last stored bar)")
+
+
+def test_validate_symbols_select_from_data_files(tmp_path):
+    a = make_bars(40, start=datetime(2019, 1, 2, tzinfo=timezone.utc))
+    b = make_bars(40, start=datetime(2019, 1, 2, tzinfo=timezone.utc), seed=2)
+    b = b.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(0.0).otherwise(pl.col("close")).alias("close"))
+    long = pl.concat([a.with_columns(symbol=pl.lit("AAA")), b.with_columns(symbol=pl.lit("BBB"))])
+    path = tmp_path / "long.csv"
+    long.write_csv(path)
+    r = run("validate", "AAA", "--data", path, "--calendar", "none", "--asof", "none", "--format", "json",
+            "--store", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["series"] == 1 and {f["symbol"] for f in data["findings"]} <= {"AAA"}
+    r = run("validate", "BBB", "--data", path, "--calendar", "none", "--asof", "none", "--strict", "--store", tmp_path / "s")
+    assert r.exit_code == 1 and "1 series: 1 errors" in r.stdout and "bad_price" in r.stdout
+    r = run("validate", "ZZZ", "AAA", "--data", path, "--store", tmp_path / "s")
+    assert r.exit_code == 2 and r.stderr.strip() == f"error: not in {path}: ZZZ"
+
+
+def test_os_errors_are_one_clean_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = subprocess.run([sys.executable, "-m", "slices.data", "export", "AAPL", "--to", str(blocker / "x.csv"),
+                           "--store", str(tmp_path / "s")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and str(blocker) in lines[-1] and len(lines) == 2  # the sample note + error
+    r = run("import", SAMPLE_AAPL, "--store", blocker / "store")
+    assert r.exit_code == 2 and r.stderr.startswith(f"error: {blocker}")
+
+
+def test_bad_lock_timeout_setting_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPT_TRADER_LOCK_TIMEOUT", "soon")
+    r = run("import", SAMPLE_AAPL, "--store", tmp_path / "s")
+    assert r.exit_code == 2 and r.stderr.strip() == "error: GPT_TRADER_LOCK_TIMEOUT='soon': use a number of seconds"

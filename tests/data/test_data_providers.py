@@ -330,3 +330,28 @@ def test_alpaca_live_daily_bars():
     prov = AlpacaProvider(*LIVE_KEYS)
     bars = prov.fetch("AAPL", "1d", datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 31, tzinfo=UTC))
     assert 15 <= bars.frame.height <= 21 and bars.frame["close"].min() > 0
+
+
+def test_alpaca_keys_never_reach_output_or_logs(alpaca_server, monkeypatch, caplog, tmp_path):
+    """The keys come from the environment as a user sets them; a rejected key (401), a 5xx and
+    a failover print/log nothing that contains them, even with every logger at DEBUG."""
+    import logging
+
+    from click.testing import CliRunner
+
+    from slices.data import cli as cli_mod
+
+    key, secret = "PKTESTKEYID0001", "s3cr3t-Sh0uld-N3ver-Appear"
+    monkeypatch.setenv("APCA_API_KEY_ID", key)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", secret)
+    server, _ = alpaca_server((401, {"message": f"forbidden. key {key}"}))
+    failing = Failing("yahoo", UnknownSymbolError("yahoo: unknown symbol AAPL"))
+    monkeypatch.setattr(cli_mod, "make_provider",
+                        lambda name: AlpacaProvider(url_override=server.url) if name == "alpaca" else failing)
+    caplog.set_level(logging.DEBUG)
+    r = CliRunner().invoke(cli_mod.cli, ["fetch", "AAPL", "--provider", "auto", "--store", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "alpaca: authentication failed (HTTP 401)" in r.stderr
+    assert server.requests[0][2].get("APCA-API-SECRET-KEY") == secret  # the real client did send it
+    prov = AlpacaProvider()
+    for text in (r.stdout, r.stderr, caplog.text, repr(prov), str(prov)):
+        assert secret not in text and key not in text

@@ -20,7 +20,7 @@ from slices.data.errors import DataError
 from slices.data.loader import read_bar_file
 from slices.data.providers import RetryPolicy
 from slices.data.schema import SCHEMA, clean_for_store
-from slices.data.service import update_symbols, write_merged
+from slices.data.service import last_complete_bar, update_symbols, write_merged
 from slices.data.store import SAMPLE_ROOT, Store, merge_bars, resolve_root
 
 UTC = timezone.utc
@@ -130,23 +130,38 @@ def test_killed_writer_never_leaves_a_corrupt_file(tmp_path):
     assert killed_mid_write >= 1, "no kill landed during a write; the test proved nothing"
 
 
-def _update_worker(root: str, barrier, n_full: int):
+def _update_worker(root: str, barrier, n_full: int, prepend: bool):
+    """One ``update`` run in its own process, with a slow disk: every write sleeps before it
+    replaces the file, so runs that did not serialise on the lock would lose each other's bars."""
     market = {"AAA": make_bars(n_full)}
+    real_write = Store.write
+
+    def slow_write(self, *args, **kwargs):
+        time.sleep(0.3)
+        return real_write(self, *args, **kwargs)
+
+    Store.write = slow_write
     st = Store(root)
     prov = SeriesProvider(market)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    st.read("1d", "AAA"), last_complete_bar("AAA", "1d", now)  # warm up, so that all runs overlap
     barrier.wait()
-    update_symbols(st, [("1d", "AAA")], lambda meta: [prov], RetryPolicy(sleep=lambda s: None),
-                   now=datetime(2030, 1, 1, tzinfo=UTC))
+    (rep,) = update_symbols(st, [("1d", "AAA")], lambda meta: [prov], RetryPolicy(sleep=lambda s: None),
+                            prepend=prepend, start=market["AAA"]["timestamp"][0], now=now)
+    assert rep.error is None, rep.error
 
 
 def test_concurrent_updates_do_not_corrupt_the_store(tmp_path):
+    """Two forward updates and two --prepend updates of one series at the same time: every
+    run must see the others' bars (lock + re-read), so the store ends with the full series."""
     full = make_bars(300)
     st = Store(tmp_path)
     with st.lock():
-        st.write("1d", "AAA", full.head(100), {"provider": "yahoo"})
+        st.write("1d", "AAA", full.slice(100, 100), {"provider": "yahoo"})
     ctx = mp.get_context("spawn")  # polars' thread pool is not fork-safe
     barrier = ctx.Barrier(4)
-    procs = [ctx.Process(target=_update_worker, args=(str(tmp_path), barrier, 300)) for _ in range(4)]
+    procs = [ctx.Process(target=_update_worker, args=(str(tmp_path), barrier, 300, prepend))
+             for prepend in (False, True, False, True)]
     for p in procs:
         p.start()
     for p in procs:
@@ -155,6 +170,24 @@ def test_concurrent_updates_do_not_corrupt_the_store(tmp_path):
             p.kill()
         assert p.exitcode == 0
     assert st.read("1d", "AAA").equals(full)
+    assert st.meta("1d", "AAA")["rows"] == 300
+    assert [p.name for p in (tmp_path / "bars" / "1d").iterdir()] == ["AAA.parquet"]
+
+
+def test_a_later_write_removes_a_killed_writers_temporary_files(tmp_path):
+    st = Store(tmp_path)
+    with st.lock():
+        st.write("1d", "AAA", make_bars(5), {})
+    folder = tmp_path / "bars" / "1d"
+    orphan = folder / ".AAA.parquet.k1ll3d.tmp"
+    orphan.write_bytes(b"PAR1 half a file")
+    other = folder / ".BBB.parquet.x.tmp"
+    other.write_bytes(b"")
+    st.write("1d", "AAA", make_bars(6), {})  # without the lock: another writer might own it, keep it
+    assert orphan.exists()
+    with st.lock():
+        st.write("1d", "AAA", make_bars(7), {})
+    assert not orphan.exists() and other.exists() and st.read("1d", "AAA").height == 7
 
 
 def test_lock_timeout_is_a_clear_error(tmp_path):

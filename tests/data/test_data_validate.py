@@ -143,8 +143,10 @@ def test_embedded_sample_validates():
     fs = validate_frame(st.read("1d", "DIS"), "DIS", "1d", asof=None)
     # the sample keeps the source's real fault: DIS 2020-01-10 opens above its high
     assert [(f.kind, f.start) for f in fs if f.severity == "error"] == [("ohlc_inconsistent", datetime(2020, 1, 10, tzinfo=UTC))]
-    eur = validate_frame(st.read("1h", "EURUSD"), "EURUSD", "1h", asof=None)
-    assert not [f for f in eur if f.severity == "error"]
+    eur = st.read("1h", "EURUSD")
+    # FX 24/5 (auto for a currency pair): no finding; against XNYS its US-holiday bars would be flagged
+    assert validate_frame(eur, "EURUSD", "1h", asof=None) == []
+    assert kinds(validate_frame(eur, "EURUSD", "1h", "XNYS", asof=None))["non_session_bar"] > 10
 
 
 def test_shared_sp500_file_faults_are_found(sp500):
@@ -170,4 +172,11 @@ def test_shared_sp500_file_faults_are_found(sp500):
     outliers = {(f.symbol, f.start.date().isoformat()) for f in findings if f.kind == "outlier_return"}
     assert ("UA", "2016-03-23") in outliers  # the share-class split left unadjusted
     assert ("COL", "2019-05-29") in outliers  # a -69 % print reversed the next day
-    assert not any(s == "AAPL" for s, _ in outliers)
+    # big one-way earnings moves are not outliers: AMZN +13 % 2015-04-24, NFLX +17 % 2016-10-18,
+    # FB -21 % 2018-07-26, GOOGL +15 % 2015-07-17, NVDA +26 % 2016-11-11, AMD +42 % 2016-04-22
+    assert not {s for s, _ in outliers} & {"AAPL", "AMZN", "NFLX", "FB", "GOOGL", "NVDA", "AMD", "MSFT", "CMG"}
+    # BHF: sub-penny placeholders in 2015, then nothing until it listed in July 2017
+    gaps = [f for f in findings if f.symbol == "BHF" and f.kind == "missing_sessions"]
+    assert max(f.count for f in gaps) == 380
+    longest = max(gaps, key=lambda f: f.count)
+    assert (longest.start.date().isoformat(), longest.end.date().isoformat()) == ("2015-12-30", "2017-07-03")
