@@ -228,14 +228,22 @@ def validate_bars(frame: pl.DataFrame, where: Path | str, symbol: str) -> pl.Dat
     return frame
 
 
-def _in_range(frame: pl.DataFrame, req: BarRequest) -> pl.DataFrame:
+def _in_range(frame: pl.DataFrame, req: BarRequest, where: Path, symbol: str) -> pl.DataFrame:
+    """The bars within ``--start``/``--end``; AnalyzeError naming the span held when none are left."""
     start = parse_time_bound(req.start, end=False)
     end = parse_time_bound(req.end, end=True)
+    out = frame
     if start is not None:
-        frame = frame.filter(pl.col("timestamp") >= start)
+        out = out.filter(pl.col("timestamp") >= start)
     if end is not None:
-        frame = frame.filter(pl.col("timestamp") < end)
-    return frame
+        out = out.filter(pl.col("timestamp") < end)
+    if out.height == 0 and frame.height > 0:
+        first, last = frame["timestamp"].min(), frame["timestamp"].max()
+        raise AnalyzeError(
+            f"{where}: {symbol}: no bars between --start {req.start or '-'} and --end {req.end or '-'} "
+            f"(it holds {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M})"
+        )
+    return out
 
 
 def _data_frames(req: BarRequest) -> dict[str, tuple[Path, pl.DataFrame]]:
@@ -278,7 +286,7 @@ def load_bars(symbols: list[str], req: BarRequest) -> dict[str, pl.DataFrame]:
                     f"{sym}: not in --data files ({', '.join(req.data)}); found {', '.join(list(files)[:10])}"
                 )
             path, frame = files[sym]
-            frame = _apply_adjustment(_in_range(frame, req), path, sym, req.adjust)
+            frame = _apply_adjustment(_in_range(frame, req, path, sym), path, sym, req.adjust)
             out[sym] = validate_bars(frame, path, sym)
         return out
     root = store_root(req.store)
@@ -298,7 +306,7 @@ def load_bars(symbols: list[str], req: BarRequest) -> dict[str, pl.DataFrame]:
         missing = [c for c in BAR_COLUMNS if c not in frame.columns]
         if missing:
             raise AnalyzeError(f"{path}: {sym}: missing column(s) {', '.join(missing)}")
-        out[sym] = validate_bars(_in_range(frame.select(BAR_COLUMNS), req), path, sym)
+        out[sym] = validate_bars(_in_range(frame.select(BAR_COLUMNS), req, path, sym), path, sym)
     if from_sample:
         note(f"{' '.join(from_sample)} {req.timeframe} not in store {root}; using embedded sample")
     return out

@@ -15,13 +15,14 @@ from slices.analyze.output import (
     frame_records,
     frame_table,
     frame_table_transposed,
+    stamp,
     table,
     to_json,
     write_series,
     write_text,
 )
 from slices.analyze.regime import RegimeParams, current_run, regimes
-from slices.analyze.report import REPORT_COLUMNS, market_report, report_html, risk_html
+from slices.analyze.report import REPORT_COLUMNS, market_report, report_html, risk_html, risk_tables
 from slices.analyze.risk import parse_floats, parse_weights, risk_report
 
 
@@ -85,7 +86,24 @@ def _symbols(symbols: tuple[str, ...], req: BarRequest, single: bool = False) ->
     return syms
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Click group whose usage errors (unknown option, bad option value) are one ``error:`` line, exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.UsageError as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def cli():
     """GPT-Trader analyze: indicators, regimes, risk and market reports.
 
@@ -111,7 +129,10 @@ def cli():
     help=f"Indicator (repeatable; default: the standard set). Names: {', '.join(ind.REGISTRY)}.",
 )
 @click.option(
-    "--rows", default=10, show_default=True, type=click.IntRange(1), help="Rows shown in table format (last bars)."
+    "--rows",
+    default=None,
+    type=click.IntRange(1),
+    help="Last bars shown in table format [default: 10; 5 for wide frames, shown as one line per column].",
 )
 @bar_options
 def indicators(symbol, specs, rows, fmt, out, req):
@@ -135,13 +156,12 @@ def indicators(symbol, specs, rows, fmt, out, req):
     if fmt == "json":
         click.echo(to_json({"symbol": sym, "columns": frame.columns, "rows": frame_records(frame)}))
     elif not path:
+        wide = frame.width > 12  # wide (standard set): one line per column, the last bars across
+        shown = min(rows or (5 if wide else 10), frame.height)
         click.echo(
-            f"{sym}: {frame.height} bars {frame['timestamp'][0]:%Y-%m-%d} .. {frame['timestamp'][-1]:%Y-%m-%d}; last {min(rows, frame.height)}:"
+            f"{sym}: {frame.height} bars {frame['timestamp'][0]:%Y-%m-%d} .. {frame['timestamp'][-1]:%Y-%m-%d}; last {shown}:"
         )
-        if frame.width > 12:  # wide (standard set): one line per column, the last bars across
-            click.echo(frame_table_transposed(frame, min(rows, 5)))
-        else:
-            click.echo(frame_table(frame, rows))
+        click.echo(frame_table_transposed(frame, shown) if wide else frame_table(frame, shown))
 
 
 @cli.command()
@@ -195,7 +215,7 @@ def regime(
         click.echo(frame_table(frame, rows))
         for key, cur in current.items():
             click.echo(
-                f"{sym} current {key} regime: {cur['regime']} for {cur['bars']} bars (since {cur['since'][:16]})"
+                f"{sym} current {key} regime: {cur['regime']} for {cur['bars']} bars (since {stamp(cur['since'])})"
             )
 
 
@@ -213,7 +233,7 @@ def regime(
     help="Portfolio value (currency) for the *_value columns.",
 )
 @click.option("--simulations", default=10_000, show_default=True, type=click.IntRange(100), help="Monte Carlo draws.")
-@click.option("--seed", default=42, show_default=True, type=int, help="Monte Carlo seed.")
+@click.option("--seed", default=42, show_default=True, type=click.IntRange(0), help="Monte Carlo seed (>= 0).")
 @bar_options
 def risk(symbols, weights, normalize, confidence, horizon, value, simulations, seed, fmt, out, req):
     """VaR/CVaR (historical, Gaussian, Cornish-Fisher, Monte Carlo), stress tests, correlation,
@@ -245,40 +265,11 @@ def _print_risk(r: dict) -> None:
     )
     click.echo(
         f"volatility {p['volatility']:.4f} (annualised), max drawdown {p['max_drawdown']:.4f} "
-        f"({p['peak'][:10]} -> {p['trough'][:10]}, {p['duration_bars']} bars, recovered {p['recovery'][:10] if p['recovery'] else 'no'})\n"
+        f"({stamp(p['peak'])} -> {stamp(p['trough'])}, {p['duration_bars']} bars, recovered {stamp(p['recovery']) if p['recovery'] else 'no'})"
     )
-    click.echo(
-        table(
-            r["var"],
-            ["method", "confidence", "horizon", "var", "cvar", "var_value", "cvar_value", "observations"],
-            "VaR / CVaR (loss fractions of value; *_value in currency)",
-        )
-    )
-    click.echo()
-    click.echo(
-        table(
-            r["stress"]["historical"],
-            ["window", "return", "value_change", "start", "end"],
-            "Worst historical windows (bars)",
-        )
-    )
-    click.echo()
-    click.echo(
-        table(
-            r["stress"]["hypothetical"],
-            ["scenario", "worst", "final", "worst_value", "final_value"],
-            "Hypothetical shocks",
-        )
-    )
-    click.echo()
-    per = [{"symbol": s, **v} for s, v in r["per_symbol"].items()]
-    click.echo(
-        table(
-            per,
-            ["symbol", "weight", "volatility", "beta", "max_drawdown", "duration_bars", "peak", "trough"],
-            "Per symbol (volatility annualised; beta vs the equal-weighted basket)",
-        )
-    )
+    for title, rows, columns in risk_tables(r):
+        click.echo()
+        click.echo(table(rows, columns, title))
     c = r["correlation"]
     if len(c["symbols"]) >= 2:
         order = c["cluster_order"]

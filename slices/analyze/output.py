@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import date, datetime
 from pathlib import Path
 
@@ -43,16 +44,38 @@ def frame_records(frame: pl.DataFrame) -> list[dict]:
     return clean(frame.to_dicts())
 
 
-def fmt(value) -> str:
-    """Short text for a table cell (4 significant decimals for floats, '-' for missing)."""
+_ISO = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}):\d{2}(?:\.\d+)?(?:[+-]00:00|Z)?$")
+
+
+def stamp(value: datetime | str) -> str:
+    """A UTC time as ``YYYY-MM-DD`` at midnight (daily bars), else ``YYYY-MM-DD HH:MM``."""
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    m = _ISO.match(value)
+    if not m:
+        return value
+    return m.group(1) if m.group(2) == "00:00" else f"{m.group(1)} {m.group(2)}"
+
+
+def _is_money(column: str | None) -> bool:
+    return bool(column) and (column == "value" or column.endswith("_value") or column == "value_change")
+
+
+def fmt(value, column: str | None = None) -> str:
+    """Short text for a table cell: 4 decimals for floats (2 for currency columns ``*_value``),
+    timestamps as ``YYYY-MM-DD[ HH:MM]``, '-' for missing."""
     if value is None:
         return "-"
     if isinstance(value, float):
         if not math.isfinite(value):
             return "-"
+        if _is_money(column):
+            return f"{value:,.2f}"
         if value != 0 and (abs(value) >= 1e12 or abs(value) < 1e-3):
             return f"{value:.4g}"
         return f"{value:,.4f}" if abs(value) < 1e4 else f"{value:,.2f}"
+    if isinstance(value, (datetime, str)):
+        return stamp(value)
     return str(value)
 
 
@@ -61,7 +84,7 @@ def table(rows: list[dict], columns: list[str] | None = None, title: str | None 
     if not rows:
         return (title + "\n" if title else "") + "(none)"
     columns = columns or list(rows[0].keys())
-    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    cells = [[fmt(r.get(c), c) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
 
     def line(vals):
@@ -74,30 +97,14 @@ def table(rows: list[dict], columns: list[str] | None = None, title: str | None 
 
 
 def frame_table(frame: pl.DataFrame, rows: int) -> str:
-    """The last ``rows`` rows of a series frame as a text table (timestamps shortened to the date on daily bars)."""
-    tail = frame.tail(rows)
-    recs = []
-    for r in tail.to_dicts():
-        rec = {}
-        for k, v in r.items():
-            if isinstance(v, datetime):
-                v = (
-                    v.strftime("%Y-%m-%d")
-                    if (v.hour, v.minute, v.second) == (0, 0, 0)
-                    else v.strftime("%Y-%m-%d %H:%M")
-                )
-            rec[k] = v
-        recs.append(rec)
-    return table(recs, list(frame.columns))
+    """The last ``rows`` rows of a series frame as a text table."""
+    return table(frame.tail(rows).to_dicts(), list(frame.columns))
 
 
 def frame_table_transposed(frame: pl.DataFrame, rows: int) -> str:
     """The last ``rows`` bars as columns and the frame's columns as rows (for wide indicator frames)."""
     tail = frame.tail(rows)
-    stamps = [
-        v.strftime("%Y-%m-%d") if (v.hour, v.minute, v.second) == (0, 0, 0) else v.strftime("%Y-%m-%d %H:%M")
-        for v in tail["timestamp"]
-    ]
+    stamps = [stamp(v) for v in tail["timestamp"]]
     recs = [
         {"column": c, **dict(zip(stamps, tail[c].to_list(), strict=True))} for c in frame.columns if c != "timestamp"
     ]

@@ -173,6 +173,11 @@ def price_figure(bars: pl.DataFrame, symbol: str) -> dict:
         "legend": {"orientation": "h"},
         "yaxis": {"domain": [0.3, 1.0], "title": {"text": "price"}},
         "yaxis2": {"domain": [0.0, 0.22], "range": [0, 100], "title": {"text": "RSI"}},
+        "shapes": [  # RSI 30 / 70 guides
+            {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y2", "y0": v, "y1": v,
+             "line": {"color": "#bbbbbb", "width": 1, "dash": "dash"}}
+            for v in (30, 70)
+        ],
     }
     return {"data": traces, "layout": layout}
 
@@ -198,7 +203,10 @@ def heatmap_figure(corr: dict) -> dict:
             }
         ],
         "layout": {
-            "title": {"text": "Correlation of returns (cluster order)"},
+            "title": {
+                "text": "Correlation of returns (cluster order)"
+                + (f", {corr['start'][:10]} .. {corr['end'][:10]}" if "start" in corr else "")
+            },
             "height": 250 + 18 * len(labels),
             "yaxis": {"autorange": "reversed"},
             "margin": {"l": 80, "r": 20, "t": 50, "b": 80},
@@ -207,8 +215,11 @@ def heatmap_figure(corr: dict) -> dict:
 
 
 def _html_table(rows: list[dict], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
+    # headers may break after an underscore, so that wide tables (the report's 17 columns) fit the page
+    head = "".join(f"<th>{html.escape(c).replace('_', '_<wbr>')}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c), c))}</td>" for c in columns) + "</tr>" for r in rows
+    )
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
@@ -217,14 +228,15 @@ def html_page(title: str, sections: list[tuple[str, str]], figures: list[dict]) 
     parts = [f"<h2>{html.escape(h)}</h2>{body}" for h, body in sections]
     divs = "".join(f'<div id="fig{i}" class="fig"></div>' for i in range(len(figures)))
     calls = "".join(
-        f"Plotly.newPlot('fig{i}', {json.dumps(clean(f['data']))}, {json.dumps(clean(f['layout']))}, {{responsive: true}});"
+        f"Plotly.newPlot('fig{i}', {json.dumps(clean(f['data']))}, {json.dumps(clean(f['layout']))}, {{responsive: true, displaylogo: false}});"
         for i, f in enumerate(figures)
     )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:1.5em;} table{border-collapse:collapse;font-size:13px;}"
-        "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;} td:first-child,th:first-child{text-align:left;}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;} td:first-child,th:first-child{text-align:left;}"
+        "th{background:#f3f3f3;vertical-align:bottom;} td{white-space:nowrap;}"
         ".fig{margin:1em 0;} .scroll{overflow-x:auto;}</style>"
         f"<script>{plotly_js()}</script></head><body>"
         f"<h1>{html.escape(title)}</h1>{''.join(parts)}{divs}<script>{calls}</script></body></html>"
@@ -247,51 +259,46 @@ def report_html(report: dict, bars: dict[str, pl.DataFrame]) -> str:
     )
 
 
-def risk_html(result: dict) -> str:
-    """HTML page of the risk result: VaR table, stress tests, per-symbol table, correlation heatmap."""
+def risk_tables(result: dict) -> list[tuple[str, list[dict], list[str]]]:
+    """The tables of a risk result as ``(title, rows, columns)``, shared by the text output and the HTML page."""
     per = [{"symbol": s, **v} for s, v in result["per_symbol"].items()]
-    sections = [
+    return [
         (
-            "Portfolio",
-            _html_table(
-                [
-                    {
-                        "symbols": " ".join(result["symbols"]),
-                        "start": result["start"],
-                        "end": result["end"],
-                        "value": result["value"],
-                        **{k: v for k, v in result["portfolio"].items()},
-                    }
-                ],
-                ["symbols", "start", "end", "value", "volatility", "max_drawdown", "duration_bars"],
-            ),
-        ),
-        ("VaR and CVaR (loss fractions; *_value in currency)", _html_table(result["var"], list(result["var"][0]))),
-        (
-            "Worst historical windows",
-            _html_table(result["stress"]["historical"], ["window", "return", "value_change", "start", "end"]),
+            "VaR / CVaR (loss fractions of value; *_value in currency)",
+            result["var"],
+            ["method", "confidence", "horizon", "var", "cvar", "var_value", "cvar_value", "observations"],
         ),
         (
-            "Hypothetical shocks",
-            _html_table(result["stress"]["hypothetical"], ["scenario", "worst", "final", "worst_value", "final_value"]),
+            "Worst historical windows (bars)",
+            result["stress"]["historical"],
+            ["window", "return", "value_change", "start", "end"],
         ),
         (
-            "Per symbol",
-            _html_table(
-                per,
-                [
-                    "symbol",
-                    "weight",
-                    "volatility",
-                    "beta",
-                    "max_drawdown",
-                    "peak",
-                    "trough",
-                    "recovery",
-                    "duration_bars",
-                ],
-            ),
+            "Hypothetical shocks (fractions of value; *_value in currency)",
+            result["stress"]["hypothetical"],
+            ["scenario", "worst", "final", "worst_value", "final_value"],
+        ),
+        (
+            "Per symbol (volatility annualised; beta vs the equal-weighted basket)",
+            per,
+            ["symbol", "weight", "volatility", "beta", "max_drawdown", "duration_bars", "peak", "trough", "recovery"],
         ),
     ]
+
+
+def risk_html(result: dict) -> str:
+    """HTML page of the risk result: portfolio summary, the :func:`risk_tables`, correlation heatmap."""
+    summary = {
+        "symbols": " ".join(result["symbols"]),
+        "start": result["start"],
+        "end": result["end"],
+        "value": result["value"],
+        "simulations": result["monte_carlo"]["simulations"],
+        "seed": result["monte_carlo"]["seed"],
+        **result["portfolio"],
+    }
+    columns = ["symbols", "start", "end", "value", "volatility", "max_drawdown", "duration_bars", "simulations", "seed"]
+    sections = [("Portfolio", _html_table([summary], columns))]
+    sections += [(title, _html_table(rows, cols)) for title, rows, cols in risk_tables(result)]
     figures = [heatmap_figure(result["correlation"])] if len(result["symbols"]) >= 2 else []
     return html_page("GPT-Trader portfolio risk", sections, figures)

@@ -200,6 +200,24 @@ def var_cornish_fisher(
     return -(mu_h + _cf(a, s, k) * s_h), -(mu_h + tail * s_h)
 
 
+def cornish_fisher_valid(skew: float, exkurt: float, zmax: float = 8.0) -> bool:
+    """True when the Cornish-Fisher quantile ``z -> z_cf`` is increasing on ``|z| <= zmax``.
+
+    ``dz_cf/dz = a z^2 + b z + c`` with ``a = K/8 - S^2/6``, ``b = S/3``, ``c = 1 - K/8 + 5 S^2/36``
+    (S skewness, K excess kurtosis). It is >= 0 for every z iff ``a >= 0`` and ``b^2 - 4ac <= 0``,
+    the domain of validity of Maillard (2012), "A User's Guide to the Cornish Fisher Expansion"
+    (with S = 0: ``0 <= K <= 8``); checking ``|z| <= 8`` (confidences up to 1 - 1e-15) keeps a
+    slightly negative K, whose derivative only turns negative far in the tails, valid. Outside
+    the domain the CF VaR can fall as the confidence rises, or turn negative.
+    """
+    s2 = skew * skew
+    a, b, c = exkurt / 8.0 - s2 / 6.0, skew / 3.0, 1.0 - exkurt / 8.0 + 5.0 * s2 / 36.0
+    points = [-zmax, zmax]
+    if a > 0 and abs(b / (2 * a)) <= zmax:
+        points.append(-b / (2 * a))
+    return min(a * z * z + b * z + c for z in points) >= 0.0
+
+
 def simulate(returns: np.ndarray, weights: np.ndarray, max_h: int, n: int, seed: int) -> np.ndarray:
     """Monte Carlo portfolio returns, shape ``(max_h, n)``: row ``h-1`` holds the h-bar returns.
 
@@ -226,8 +244,9 @@ def var_table(
     value: float,
     simulations: int,
     seed: int,
+    methods: tuple[str, ...] = METHODS,
 ) -> list[dict]:
-    """VaR and CVaR for every method, confidence and horizon.
+    """VaR and CVaR for every method (of ``methods``), confidence and horizon.
 
     ``port``: (T,) portfolio returns; ``asset_returns``: (T, N). Each row: ``method``,
     ``confidence``, ``horizon`` (bars), ``var``/``cvar`` (loss fractions), ``var_value``/``cvar_value``
@@ -240,20 +259,27 @@ def var_table(
     mu, sigma = float(port.mean()), float(port.std(ddof=1))
     skew = float(stats.skew(port, bias=False))
     kurt = float(stats.kurtosis(port, fisher=True, bias=False))
-    sims = simulate(asset_returns, weights, max(horizons), simulations, seed)
+    mc = "monte_carlo" in methods
+    sims = simulate(asset_returns, weights, max(horizons), simulations, seed) if mc else None
     rows = []
     for h in horizons:
+        if not cornish_fisher_valid(skew / math.sqrt(h), kurt / h):
+            warn(
+                f"cornish_fisher {h}-bar: skewness {skew / math.sqrt(h):.3g} and excess kurtosis {kurt / h:.3g} are "
+                "outside the expansion's domain of validity (Maillard 2012); its VaR/CVaR are unreliable"
+            )
         hist = horizon_returns(port, h)
         for c in confidences:
             results = {
                 "historical": (var_historical(hist, c), len(hist)),
                 "gaussian": (var_gaussian(mu, sigma, c, h), len(port)),
                 "cornish_fisher": (var_cornish_fisher(mu, sigma, skew, kurt, c, h), len(port)),
-                "monte_carlo": (var_historical(sims[h - 1], c), simulations),
             }
+            if mc:
+                results["monte_carlo"] = (var_historical(sims[h - 1], c), simulations)
             if len(hist) * (1 - c) < 5:
                 warn(f"historical {c:g} {h}-bar VaR rests on {len(hist) * (1 - c):.1f} tail observations")
-            for method in METHODS:
+            for method in methods:
                 (var, cvar), obs = results[method]
                 rows.append(
                     {
@@ -425,5 +451,7 @@ def risk_report(
             "symbols": al.symbols,
             "matrix": [[None if math.isnan(x) else float(x) for x in row] for row in rho],
             "cluster_order": [al.symbols[i] for i in order],
+            "start": al.timestamps[0].isoformat(),
+            "end": al.timestamps[-1].isoformat(),
         },
     }

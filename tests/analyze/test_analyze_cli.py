@@ -149,7 +149,7 @@ def assert_self_contained(page: str):
     assert not re.search(r"<script[^>]+src=", page)
     assert not re.search(r"<link[^>]+href=[\"']https?:", page)
     assert "Plotly.newPlot" in page and "plotly.js" in page.lower()
-    calls = re.findall(r"Plotly\.newPlot\('fig\d+', (\[.*?\]), (\{.*?\}), \{responsive: true\}\);", page)
+    calls = re.findall(r"Plotly\.newPlot\('fig\d+', (\[.*?\]), (\{.*?\}), \{responsive: true, displaylogo: false\}\);", page)
     assert calls
     for data, layout in calls:
         json.loads(data)
@@ -202,6 +202,10 @@ def test_report_from_data_file(tmp_path):
         (["report", "AAPL", "--out", "x.txt"], "--out x.txt"),
         (["indicators", "AAPL", "--timeframe", "3h"], "unknown timeframe"),
         (["indicators", "AAPL", "--start", "yesterday"], "cannot parse --start"),
+        (  # the error says which span the series holds (was: 'empty data')
+            ["report", "IDXFUT", "--timeframe", "1m", "--start", "2015-01-01"],
+            "IDXFUT: no bars between --start 2015-01-01 and --end - (it holds 2006-01-02 09:01 .. 2006-02-27 22:00)",
+        ),
     ],
 )
 def test_bad_input_exit_2(no_store, args, fragment):
@@ -254,3 +258,47 @@ def test_shared_data_commands(sp500, tmp_path):
     res = run("risk", "--data", sp500, "AAPL", "MMM", "GE", "JPM")
     assert res.exit_code == 0 and "cornish_fisher" in res.stdout
     assert_bad_input(run("indicators", "--data", sp500, "CBS"), "CBS: NaN or non-positive open at 2019-12-04")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["indicators", "AAPL", "--rows", "0"], "Invalid value for '--rows'"),
+        (["risk", "AAPL", "MSFT", "--seed", "-1"], "Invalid value for '--seed'"),  # was a numpy traceback
+        (["risk", "AAPL", "--simulations", "5"], "Invalid value for '--simulations'"),
+        (["report", "AAPL", "--format", "xml"], "Invalid value for '--format'"),
+        (["indicators", "AAPL", "--bogus"], "No such option '--bogus'"),
+        (["bogus"], "No such command 'bogus'"),
+    ],
+)
+def test_usage_errors_are_one_line(no_store, args, fragment):
+    res = run(*args)
+    assert_bad_input(res, fragment)
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # no 'Usage:' / 'Try ...' block
+
+
+def test_indicator_table_shows_the_rows_it_announces(no_store):
+    wide = run("indicators", "AAPL").stdout.splitlines()  # standard set: one line per column
+    assert wide[0].endswith("last 5:") and len(wide[1].split()) == 1 + 5
+    assert run("indicators", "AAPL", "--rows", "7").stdout.splitlines()[1].split()[1:] == [
+        "2020-01-02",
+        "2020-01-03",
+        "2020-01-06",
+        "2020-01-07",
+        "2020-01-08",
+        "2020-01-09",
+        "2020-01-10",
+    ]
+    narrow = run("indicators", "AAPL", "-i", "rsi").stdout.splitlines()
+    assert narrow[0].endswith("last 10:") and len(narrow) == 3 + 10
+    hourly = run("indicators", "EURUSD", "--timeframe", "1h", "-i", "vwap", "--rows", "2").stdout.splitlines()
+    assert hourly[-1].startswith("2018-02-07 15:00 ")
+
+
+def test_risk_table_dates_and_currency(no_store):
+    out = run("risk", "AAPL", "MSFT", "--value", "250000").stdout
+    assert "T00:00:00" not in out  # daily timestamps shown as dates
+    windows = out[out.index("Worst historical windows") :].splitlines()[3]
+    assert re.fullmatch(r"1\s+-0\.\d{4}\s+-[\d,]+\.\d{2}\s+\d{4}-\d\d-\d\d\s+\d{4}-\d\d-\d\d", windows.strip()), windows
+    var_line = next(line for line in out.splitlines() if line.startswith("historical"))
+    assert all(re.fullmatch(r"[\d,]+\.\d{2}", cell) for cell in var_line.split()[5:7]), var_line

@@ -4,8 +4,10 @@ TA-Lib itself when installed, property tests, spec parsing and naming."""
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import numpy as np
+import polars as pl
 import pytest
 from analyze_helpers import make_bars, random_walk
 from hypothesis import given, settings
@@ -421,3 +423,161 @@ def test_too_few_bars():
         I.compute(b, [I.parse_spec("sma:50")], "XYZ")
     out = I.compute(b, [I.parse_spec("sma:50"), I.parse_spec("sma:5")], "XYZ", strict=False)
     assert "sma_5" in out.columns and "sma_50" not in out.columns
+
+
+# ----------------------------------------------------------------------------------------------
+# TA-Lib on every sample series, every indicator it has, several parameter sets
+
+
+def _talib_reference(talib, spec, H, L, C, V):
+    """TA-Lib's outputs for ``spec`` in the order of ``spec.columns`` (None: not in TA-Lib)."""
+    n, p = spec.name, spec.params
+    if n in ("sma", "ema", "wma", "rsi"):
+        return [getattr(talib, n.upper())(C, p[0])]
+    if n == "macd":
+        return list(talib.MACD(C, *p))
+    if n == "bbands":
+        return list(talib.BBANDS(C, p[0], p[1], p[1], 0))
+    if n == "atr":
+        return [talib.ATR(H, L, C, p[0])]
+    if n == "adx":
+        return [talib.ADX(H, L, C, p[0]), talib.PLUS_DI(H, L, C, p[0]), talib.MINUS_DI(H, L, C, p[0])]
+    if n == "stoch":
+        return list(talib.STOCH(H, L, C, p[0], p[1], 0, p[2], 0))
+    if n in ("willr", "cci"):
+        return [getattr(talib, n.upper())(H, L, C, p[0])]
+    if n == "roc":
+        return [talib.ROCP(C, p[0])]
+    if n == "obv":
+        return [talib.OBV(C, V)]
+    if n == "mfi":
+        return [talib.MFI(H, L, C, V, p[0])]
+    if n == "donchian":
+        up, lo = talib.MAX(H, p[0]), talib.MIN(L, p[0])
+        return [up, (up + lo) / 2, lo]
+    if n == "keltner":
+        mid, atr = talib.EMA(C, p[0]), talib.ATR(H, L, C, p[2])
+        return [mid + p[1] * atr, mid, mid - p[1] * atr]
+    return None  # vwap: not in TA-Lib (golden loop in test_vwap_resets_each_session)
+
+
+TALIB_SPECS = {
+    "sma": ["sma:2", "sma:5", "sma:20", "sma:200"],
+    "ema": ["ema:2", "ema:9", "ema:20", "ema:50"],
+    "wma": ["wma:2", "wma:9", "wma:30"],
+    "rsi": ["rsi:2", "rsi:5", "rsi:14", "rsi:30"],
+    "macd": ["macd:12:26:9", "macd:5:35:5", "macd:2:3:1", "macd:3:10:16"],
+    "bbands": ["bbands:5:1", "bbands:20:2", "bbands:20:2.5", "bbands:50:3"],
+    "atr": ["atr:1", "atr:5", "atr:14", "atr:30"],
+    "adx": ["adx:2", "adx:5", "adx:14", "adx:28"],
+    "stoch": ["stoch:14:3:3", "stoch:5:3:3", "stoch:5:1:1", "stoch:21:5:7"],
+    "willr": ["willr:2", "willr:14", "willr:30"],
+    "cci": ["cci:2", "cci:14", "cci:20", "cci:40"],
+    "roc": ["roc:1", "roc:10", "roc:30"],
+    "obv": ["obv"],
+    "mfi": ["mfi:2", "mfi:14", "mfi:30"],
+    "donchian": ["donchian:2", "donchian:20", "donchian:55"],
+    "keltner": ["keltner:20:2:10", "keltner:5:1.5:30", "keltner:2:2:1"],
+}
+
+
+def _sample(symbol, timeframe):
+    from slices.analyze.bars import BarRequest, load_bars
+
+    return load_bars([symbol], BarRequest(store="/nonexistent-store", timeframe=timeframe))[symbol]
+
+
+def test_talib_spec_list_covers_every_talib_indicator():
+    assert set(TALIB_SPECS) == set(I.REGISTRY) - {"vwap"}
+
+
+@pytest.mark.parametrize("symbol, timeframe", [("AAPL", "1d"), ("EURUSD", "1h"), ("IDXFUT", "1m")])
+def test_every_indicator_matches_talib_on_samples(symbol, timeframe):
+    """Same first valid index (TA-Lib's lookback) and the same values to 1e-8 relative after it.
+
+    The absolute floor 5e-11 only matters where the reference is ~0 (TA-Lib itself leaves ~1e-11
+    of rounding in its running sums there; a stochastic at the low
+    of its window, which a running cumulative sum used to turn into -1e-10 on the 1-minute series)."""
+    talib = pytest.importorskip("talib")
+    b = _sample(symbol, timeframe)
+    H, L, C, V = (b[c].to_numpy() for c in ("high", "low", "close", "volume"))
+    arrays = I.bar_arrays(b)
+    for texts in TALIB_SPECS.values():
+        for text in texts:
+            spec = I.parse_spec(text)
+            mine = spec.indicator.compute(arrays, *spec.params)
+            refs = _talib_reference(talib, spec, H, L, C, V)
+            assert len(refs) == len(spec.columns)
+            for col, m, r in zip(spec.columns, mine, refs):
+                first_m = int(np.flatnonzero(~np.isnan(m))[0])
+                first_r = int(np.flatnonzero(~np.isnan(r))[0])
+                assert first_m == first_r, (symbol, col, first_m, first_r)
+                assert not np.isnan(m[first_m:]).any(), (symbol, col)
+                np.testing.assert_allclose(m, r, rtol=1e-8, atol=5e-11, equal_nan=True, err_msg=f"{symbol} {col}")
+
+
+def test_stochastic_is_exact_at_the_window_low():
+    """%K smoothing sums each window on its own: on 30,000 one-minute bars a close at the low of its
+    window for slowk bars gives exactly 0 (a running cumsum gave about -1e-10, below the bound)."""
+    b = _sample("IDXFUT", "1m")
+    H, L, C = (b[c].to_numpy() for c in ("high", "low", "close"))
+    k, d = I.stoch(H, L, C, 21, 5, 7)
+    ok = ~np.isnan(k)
+    assert (k[ok] >= 0).all() and (k[ok] <= 100).all()
+    assert (d[~np.isnan(d)] >= 0).all()
+    ref_k, _ = g_stoch(H.tolist(), L.tolist(), C.tolist(), 21, 5, 7)
+    np.testing.assert_allclose(k, ref_k, rtol=1e-9, atol=1e-12, equal_nan=True)
+    assert (k == 0).any()
+
+
+def test_cci_is_zero_when_typical_prices_tie_up_to_rounding():
+    # EURUSD 1h bars 596-597 of the sample: typical prices 1.11774 and 1.1177400000000002 (1 ulp apart)
+    h = np.array([1.11809, 1.11832])
+    l = np.array([1.1173, 1.11715])
+    c = np.array([1.11783, 1.11775])
+    tp = (h + l + c) / 3
+    assert tp[0] != tp[1] and abs(tp[1] - tp[0]) < 4e-16
+    assert I.cci(h, l, c, 2)[1] == 0.0  # TA-Lib: 0; without the tie rule: 133.33 (pure rounding noise)
+    # a real deviation is unaffected: +-66.67 for two distinct typical prices
+    assert I.cci(h, l, c * np.array([1.0, 1.001]), 2)[1] == pytest.approx(100 / 1.5)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 10_000), st.integers(60, 140), st.floats(0.5, 2.0))
+def test_changing_future_bars_changes_no_past_value(seed, cut, factor):
+    """Every indicator, daily and intraday (session VWAP): rewriting the bars after ``cut`` leaves
+    every value up to ``cut`` unchanged."""
+    for step, intraday in ((timedelta(days=1), False), (timedelta(hours=1), True)):
+        b = make_bars(random_walk(150, seed=seed), seed=seed, step=step)
+        tail = pl.int_range(pl.len()) > cut
+        other = b.with_columns(
+            [pl.when(tail).then(pl.col(c) * factor).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close")]
+            + [pl.when(tail).then(pl.col("volume") * 3 + 7).otherwise(pl.col("volume")).alias("volume")]
+        )
+        specs = I.standard_specs(intraday) + [I.parse_spec("vwap"), I.parse_spec("sma:5"), I.parse_spec("cci:7")]
+        specs = list({s.text: s for s in specs}.values())
+        x, y = I.compute(b, specs), I.compute(other, specs)
+        for col in x.columns[6:]:
+            np.testing.assert_array_equal(x[col].to_numpy()[: cut + 1], y[col].to_numpy()[: cut + 1], err_msg=col)
+
+
+def test_missing_volume_spoils_only_its_own_windows():
+    """A NaN volume (a warning in the loader, the run goes on) makes VWAP/MFI NaN only in the windows
+    or the session holding it; a running cumulative sum spoiled every later value."""
+    rng = np.random.default_rng(3)
+    n = 96  # 4 sessions of 24 hourly bars
+    h = 100 + rng.random(n)
+    l, c = h - 1, h - 0.4
+    v = rng.integers(1, 100, n).astype(float)
+    v[30] = np.nan  # session 1 (bars 24..47)
+    session = np.repeat(np.arange(4), 24)
+    per_session = I.vwap(h, l, c, v, session, None)
+    assert not np.isnan(per_session[:30]).any() and np.isnan(per_session[30:48]).all()
+    assert not np.isnan(per_session[48:]).any()
+    clean = v.copy()
+    clean[30] = 1.0
+    np.testing.assert_allclose(per_session[48:], I.vwap(h, l, c, clean, session, None)[48:], rtol=1e-12)
+    rolling = I.vwap(h, l, c, v, session, 5)
+    assert np.isnan(rolling[30:35]).all() and not np.isnan(rolling[35:]).any()
+    m = I.mfi(h, l, c, v, 14)
+    assert np.isnan(m[30:44]).all() and not np.isnan(m[44:]).any()

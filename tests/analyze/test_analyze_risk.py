@@ -225,3 +225,61 @@ def test_too_few_common_bars():
     a = make_bars(random_walk(20))
     with pytest.raises(AnalyzeError, match="20 common bars, risk needs at least 31"):
         R.align({"A": a, "B": a})
+
+
+def test_cornish_fisher_validity_domain_brute_force():
+    """``cornish_fisher_valid`` is exactly 'z_cf increasing on |z| <= 8', checked on a fine grid."""
+    z = np.linspace(-8, 8, 16_001)
+    rng = np.random.default_rng(11)
+    for S, K in [(0.0, 8.0), (0.0, 8.05), (0.0, 0.0), (0.3, 1.0), (-0.6, 3.0)] + [
+        (rng.uniform(-3, 3), rng.uniform(-2, 40)) for _ in range(150)
+    ]:
+        increasing = bool((np.diff(R._cf(z, S, K)) >= 0).all())
+        assert R.cornish_fisher_valid(S, K) == increasing, (S, K)
+
+
+def test_cornish_fisher_outside_domain_warns(capsys):
+    """Heavy tails (excess kurtosis > 8, as hourly EURUSD's 26) make the CF quantile non-monotone:
+    its 90 % VaR even turns negative. The run goes on with a warning naming the horizon."""
+    rng = np.random.default_rng(2)
+    r = rng.standard_t(3, 3000) * 0.001
+    assert stats.kurtosis(r) > 8
+    rows = R.var_table(r, r[:, None], np.array([1.0]), [0.95], [1], 1.0, 200, 0)
+    assert {row["method"] for row in rows} == set(R.METHODS)
+    err = capsys.readouterr().err
+    assert "warning: cornish_fisher 1-bar" in err and "domain of validity" in err
+    calm = rng.normal(0, 0.01, 3000)
+    R.var_table(calm, calm[:, None], np.array([1.0]), [0.95], [1, 5], 1.0, 200, 0)
+    assert "cornish_fisher" not in capsys.readouterr().err
+
+
+def test_every_method_confidence_and_horizon_on_sample(no_store):
+    """Each (method, confidence, horizon) once; VaR monotone in confidence for every method and horizon,
+    CVaR >= VaR, currency columns = fraction x value, Monte Carlo count reported."""
+    from slices.analyze.bars import BarRequest, load_bars
+
+    bars = load_bars(["AAPL", "MSFT", "JPM", "XOM"], BarRequest())
+    w = np.array([0.4, 0.3, 0.2, 0.1])
+    confs, hors = [0.9, 0.95, 0.975, 0.99], [1, 5, 20]
+    rep = R.risk_report(bars, w, confs, hors, 250_000.0, 2000, 1, 252.0)
+    keys = [(r["method"], r["confidence"], r["horizon"]) for r in rep["var"]]
+    assert sorted(keys) == sorted((m, c, h) for m in R.METHODS for c in confs for h in hors)
+    for r in rep["var"]:
+        assert r["cvar"] >= r["var"] - 1e-12
+        assert r["var_value"] == pytest.approx(r["var"] * 250_000.0)
+        assert r["cvar_value"] == pytest.approx(r["cvar"] * 250_000.0)
+        assert r["observations"] == (2000 if r["method"] == "monte_carlo" else 1258 - r["horizon"] + 1 if r["method"] == "historical" else 1258)
+    for m in R.METHODS:
+        for h in hors:
+            v = [r["var"] for r in rep["var"] if r["method"] == m and r["horizon"] == h]
+            assert v == sorted(v), (m, h)
+    assert rep["monte_carlo"] == {"simulations": 2000, "seed": 1}
+
+
+def test_var_table_method_subset_skips_monte_carlo():
+    r = np.random.default_rng(4).normal(0, 0.01, (500, 3))
+    w = np.full(3, 1 / 3)
+    rows = R.var_table(r @ w, r, w, [0.95, 0.99], [1, 5], 1.0, 100, 0, methods=R.METHODS[:3])
+    assert [row["method"] for row in rows] == list(R.METHODS[:3]) * 4
+    full = R.var_table(r @ w, r, w, [0.95, 0.99], [1, 5], 1.0, 100, 0)
+    assert [x for x in full if x["method"] != "monte_carlo"] == rows

@@ -221,3 +221,20 @@ def test_current_run_and_errors():
     labels = pl.Series(["bull", "bear", "bear", "bear"])
     ts = b["timestamp"].head(4)
     assert current_run(labels, ts) == {"regime": "bear", "bars": 3, "since": ts[1].isoformat()}
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 10_000), st.integers(250, 440), st.floats(0.3, 3.0))
+def test_rewriting_future_bars_leaves_past_regimes_unchanged(seed, cut, factor):
+    """A crash or a boom after bar ``cut`` changes no trend, volatility, or percentile value up to ``cut``."""
+    import polars as pl
+
+    b = make_bars(random_walk(450, seed=seed))
+    tail = pl.int_range(pl.len()) > cut
+    shocked = b.with_columns(
+        pl.when(tail).then(pl.col(c) * factor * (1 + 0.05 * pl.int_range(pl.len()).sin())).otherwise(pl.col(c)).alias(c)
+        for c in ("open", "high", "low", "close")
+    )
+    x, y = regimes(b, RegimeParams(), 252), regimes(shocked, RegimeParams(), 252)
+    for col in ("trend", "vol_regime", "rvol_pct", "rvol_20", "ma_200", "ma_slope"):
+        assert x[col].head(cut + 1).equals(y[col].head(cut + 1)), col
