@@ -79,11 +79,12 @@ def backtest(
     ts = pl.Series("timestamp", panel.timestamps).dt.replace_time_zone("UTC")
 
     # buy and hold: cash split equally, each symbol bought at its first close, no costs
-    first_close = np.array([panel.close[np.flatnonzero(~np.isnan(panel.close[:, j]))[0], j] for j in range(len(panel.symbols))])
+    first_row = np.argmax(~np.isnan(panel.close), axis=0)  # every symbol has at least one bar
+    first_close = panel.close[first_row, np.arange(len(panel.symbols))]
     rel = np.where(np.isnan(res.close_ff), 1.0, res.close_ff / first_close)
     alloc = cfg.cash / len(panel.symbols)
     bench = alloc * rel.sum(axis=1)
-    last_close = np.array([res.close_ff[-1, j] for j in range(len(panel.symbols))])
+    last_close = res.close_ff[-1]
 
     trades = _trades_frame(res, panel)
     equity = pl.DataFrame({

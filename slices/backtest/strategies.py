@@ -98,7 +98,7 @@ def ema_recursive(x: np.ndarray, alpha: float, seed_at: int, seed: float, block:
 def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
     """True range max(high-low, |high-close[t-1]|, |low-close[t-1]|); NaN at t=0 (TA-Lib TRANGE)."""
     prev = shift(close)
-    return np.fmax(high - low, np.fmax(np.abs(high - prev), np.abs(low - prev))) * np.where(np.isnan(prev), np.nan, 1.0)
+    return np.maximum(high - low, np.maximum(np.abs(high - prev), np.abs(low - prev)))  # NaN at t=0 propagates
 
 
 def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int = 14) -> np.ndarray:
