@@ -1,0 +1,797 @@
+"""Running a live session: bars in, signals, risk checks, orders to Alpaca (or dry-run), fills
+from the ``trade_updates`` stream, reconciliation, kill switch, ledger (contract 4, kind ``live``).
+
+Order of work (slices/live_trade/README.md has the full list of limits and state changes):
+
+* Start: settings checked; keys from the environment (never written); the ledger lock taken;
+  with an account, **startup reconciliation**: every order the ledger holds as working is looked
+  up by client order id (fills that happened while the session was down are recorded; an order
+  the broker never received is marked ``canceled``); then broker positions and open orders of the
+  session's symbols are compared with the ledger. Any difference refuses the start (ValueError,
+  exit 2) unless ``adopt`` (the broker's state is taken, event ``reconcile``).
+* Each new complete bar (``follow``: bars landing in the store; ``replay``, dry runs only: the
+  stored bars in order): targets on the bar's close (contract 5 signal form), the ATR circuit
+  breaker, the daily-loss limit, then for each symbol whose target changed: cancel its working
+  orders, an exit of the position, an entry sized ``equity x min(1/N, max position %)`` capped by
+  the max order notional (whole shares), each through :func:`.risk.check` (a refusal is a
+  ``risk_block`` event) and sent with a deterministic client order id
+  ``<session>-<SYMBOL>-<YYYYMMDDTHHMMSS>-<n>``. The order row (status ``new``) is committed
+  before it is sent, so a crash between the two is resolved by the lookup on restart; the bar's
+  equity row, targets and heartbeat are one transaction.
+* Between bars, every ``tick`` (0.1 s): the control files (``<session>.HALT`` or ``HALT`` in the
+  ledger folder, ``<session>.RESUME``, ``<session>.FLATTEN``, ``<session>.stop``), stream updates,
+  and every ``poll`` seconds the store, open orders, the clock and staleness; every
+  ``reconcile_every`` seconds a reconciliation (a difference halts trading).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from .bars import SAMPLE_ROOT, DataError, LoadReport, load_bars, store_root
+from .broker import Alpaca, Rejected, TradeUpdates, Unavailable
+from .ledger import (EQUITY_COLUMNS, FILL_COLUMNS, KIND, ORDER_COLUMNS, SCHEMA_VERSION, Writer, from_iso, iso, now_iso,
+                     set_meta)
+from .risk import Context, Limits, RateWindow, atr_pct, check, daily_loss_hit
+from .strategies import call_targets, resolve_params
+
+TF_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400,
+              "1w": 7 * 86400, "1mo": 31 * 86400}
+WORKING = ("new", "accepted", "partially_filled")
+TICK = 0.1
+_STATUS = {"filled": "filled", "partially_filled": "partially_filled", "canceled": "canceled", "expired": "expired",
+           "done_for_day": "expired", "rejected": "rejected", "replaced": "canceled", "stopped": "canceled",
+           "suspended": "canceled"}
+_UPSERT_ORDER = (f"INSERT INTO orders({', '.join(ORDER_COLUMNS)}) VALUES({', '.join('?' * len(ORDER_COLUMNS))}) "
+                 "ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in ORDER_COLUMNS[1:]))
+_INSERT_FILL = f"INSERT OR IGNORE INTO fills({', '.join(FILL_COLUMNS)}) VALUES({', '.join('?' * len(FILL_COLUMNS))})"
+_UPSERT_POS = ("INSERT INTO positions(symbol, qty, avg_price, realized_pnl, updated_at, mark_price, mark_time) "
+               "VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(symbol) DO UPDATE SET qty=excluded.qty, "
+               "avg_price=excluded.avg_price, realized_pnl=excluded.realized_pnl, updated_at=excluded.updated_at, "
+               "mark_price=coalesce(excluded.mark_price, mark_price), mark_time=coalesce(excluded.mark_time, mark_time)")
+_INSERT_EQUITY = f"INSERT OR REPLACE INTO equity({', '.join(EQUITY_COLUMNS)}) VALUES({', '.join('?' * len(EQUITY_COLUMNS))})"
+_INSERT_EVENT = "INSERT INTO events(time, level, kind, message, data) VALUES(?, ?, ?, ?, ?)"
+
+
+@dataclass
+class RunResult:
+    """What ``run`` did: bars processed now, orders placed/blocked, final status."""
+
+    session: str
+    path: Path
+    bars_done: int
+    status: str
+    trading_state: str
+    dry_run: bool
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def control_files(path: Path) -> dict[str, Path]:
+    """The kill-switch files beside the ledger ``<ledgers>/live/<session>.sqlite``: ``halt``
+    (``<session>.HALT``), ``halt_all`` (``HALT``: every live session), ``resume``, ``flatten``, ``stop``."""
+    return {"halt": path.with_suffix(".HALT"), "halt_all": path.parent / "HALT", "resume": path.with_suffix(".RESUME"),
+            "flatten": path.with_suffix(".FLATTEN"), "stop": path.with_suffix(".stop")}
+
+
+def client_order_id(session: str, symbol: str, signal_us: int, n: int) -> str:
+    """``<session>-<SYMBOL>-<signal bar time YYYYMMDDTHHMMSS>-<n>`` (at most 64+32+15+3 < 128 characters)."""
+    t = str(np.datetime64(int(signal_us), "us").astype("datetime64[s]")).replace("-", "").replace(":", "")
+    cid = f"{session}-{symbol}-{t}-{n}"
+    assert len(cid) <= 128
+    return cid
+
+
+def _complete(times: np.ndarray, timeframe: str) -> np.ndarray:
+    """Complete bar times: a newer bar exists, or the bar's end (open + timeframe) has passed."""
+    if times.size == 0:
+        return times
+    now_us = int(time.time() * 1e6)
+    return times[(times < times[-1]) | (times + TF_SECONDS[timeframe] * 1_000_000 <= now_us)]
+
+
+class Session:
+    """One live session (see the module docstring). ``alpaca`` None: a dry run without an account
+    (no clock: the market-hours gate is off). ``dry_run``: nothing is sent; orders are recorded
+    with status ``dry_run`` and a virtual book (filled at the signal bar's close) sizes the next ones."""
+
+    def __init__(self, name: str, path: Path, writer: Writer, s: dict, limits: Limits, strat, params: dict,
+                 alpaca: Alpaca | None, dry_run: bool):
+        self.name, self.path, self.writer, self.s = name, path, writer, s
+        self.limits, self.strat, self.params = limits, strat, params
+        self.alpaca, self.dry_run = alpaca, dry_run
+        self.symbols: list[str] = s["symbols"]
+        self.tf = s["timeframe"]
+        self.files = control_files(path)
+        self.rate = RateWindow(limits.max_orders_per_minute)
+        self.orders: dict[str, dict] = {}
+        self.positions: dict[str, list[float]] = {}  # symbol -> [qty, avg, realized]
+        self.last_target: dict[str, int] = {}
+        self.last_close: dict[str, float] = {}
+        self.last_time: int | None = None
+        self.state = "active"
+        self.state_reason = ""
+        self.cash = float(s["cash"])  # dry runs: the virtual book's cash
+        self.peak = -math.inf
+        self.day: str | None = None
+        self.day_start: float | None = None
+        self.stale = False
+        self.last_bar_wall = time.monotonic()
+        self.market_open = alpaca is None
+        self.frames: dict[str, dict] = {}
+        self.pending_events: list[tuple] = []
+        self.stop_requested = False
+        self.placed = 0
+        self.blocked = 0
+
+    # ------------------------------------------------------------------ ledger
+    def event(self, level: str, kind: str, message: str, cur=None, **data) -> None:
+        row = (now_iso(), level, kind, message, json.dumps(data, default=str))
+        if cur is not None:
+            cur.execute(_INSERT_EVENT, row)
+        else:
+            with self.writer.transaction() as c:
+                c.execute(_INSERT_EVENT, row)
+                set_meta(c, {"heartbeat_at": row[0]})
+
+    def engine_state(self) -> dict:
+        return {"last_target": self.last_target, "last_close": self.last_close, "cash": self.cash,
+                "peak": None if self.peak == -math.inf else self.peak, "day": self.day, "day_start": self.day_start,
+                "state_reason": self.state_reason, "last_time": self.last_time,
+                "virtual_positions": self.positions if self.dry_run else {}}
+
+    def restore(self, meta: dict) -> None:
+        st = json.loads(meta.get("engine_state") or "{}")
+        self.last_target = {k: int(v) for k, v in st.get("last_target", {}).items()}
+        self.last_close = st.get("last_close", {})
+        self.cash = st.get("cash", self.cash)
+        self.peak = -math.inf if st.get("peak") is None else st["peak"]
+        self.day, self.day_start = st.get("day"), st.get("day_start")
+        self.state_reason = st.get("state_reason", "")
+        self.last_time = st.get("last_time")
+        self.state = meta.get("trading_state", "active")
+        conn = self.writer.conn
+        cols = ", ".join(ORDER_COLUMNS)
+        for row in conn.execute(f"SELECT {cols} FROM orders"):
+            self.orders[row[0]] = dict(zip(ORDER_COLUMNS, row))
+        if self.dry_run:
+            self.positions = {k: list(v) for k, v in st.get("virtual_positions", {}).items()}
+        else:
+            for sym, q, avg, real in conn.execute("SELECT symbol, qty, avg_price, realized_pnl FROM positions"):
+                self.positions[sym] = [q, avg or 0.0, real]
+
+    def save_meta(self, cur, **extra) -> None:
+        meta = {"heartbeat_at": now_iso(), "trading_state": self.state, "engine_state": json.dumps(self.engine_state())}
+        if self.last_time is not None:
+            meta["last_bar_time"] = iso(self.last_time)
+        set_meta(cur, meta | extra)
+
+    def write_order(self, cur, o: dict) -> None:
+        self.orders[o["id"]] = o
+        cur.execute(_UPSERT_ORDER, tuple(o.get(k) for k in ORDER_COLUMNS))
+
+    def write_position(self, cur, sym: str) -> None:
+        if self.dry_run:
+            return
+        q, avg, real = self.positions[sym]
+        cur.execute(_UPSERT_POS, (sym, q, avg if q else None, real, now_iso(), self.last_close.get(sym),
+                                  iso(self.last_time) if self.last_time is not None and sym in self.last_close else None))
+
+    def set_state(self, state: str, reason: str, cur=None, level: str = "warning") -> None:
+        """Change the trading state (event ``state``, or ``halt``/``resume``) and store it."""
+        if state == self.state and reason == self.state_reason:
+            return
+        old, self.state, self.state_reason = self.state, state, reason
+        kind = "halt" if state == "halted" else "resume" if state == "active" and old == "halted" else "state"
+        msg = f"trading state {old} -> {state}: {reason}"
+
+        def write(c):
+            self.event("critical" if state == "halted" else level, kind, msg, c, old=old, new=state, reason=reason)
+            self.save_meta(c)
+
+        if cur is not None:
+            write(cur)
+        else:
+            with self.writer.transaction() as c:
+                write(c)
+
+    # ------------------------------------------------------------------ fills and orders
+    def _position_fill(self, sym: str, side: str, q: float, price: float) -> None:
+        qty, avg, real = self.positions.get(sym, [0.0, 0.0, 0.0])
+        signed = q if side == "buy" else -q
+        new = qty + signed
+        if abs(new) < 1e-9:
+            new = 0.0
+        if qty == 0 or (qty > 0) == (signed > 0):
+            avg = (abs(qty) * avg + q * price) / (abs(qty) + q)
+        else:
+            real += min(q, abs(qty)) * (price - avg) * (1 if qty > 0 else -1)
+            avg = 0.0 if new == 0 else price if (new > 0) != (qty > 0) else avg
+        self.positions[sym] = [new, avg, real]
+
+    def apply_broker_order(self, cur, bo, when: str | None = None) -> dict | None:
+        """Bring the ledger's order up to the broker's view ``bo`` (an alpaca-py ``Order``): status,
+        broker id and any newly filled quantity as a fill (price from the change of the cumulative
+        average), so stream updates and REST look-ups can repeat without double counting."""
+        o = self.orders.get(bo.client_order_id)
+        if o is None:
+            return None
+        now = when or now_iso()
+        filled = float(bo.filled_qty or 0)
+        old = float(o["filled_qty"] or 0)
+        if filled > old + 1e-9:
+            avg = float(bo.filled_avg_price)
+            price = (avg * filled - (o["avg_fill_price"] or 0.0) * old) / (filled - old)
+            k = cur.execute("SELECT count(*) FROM fills WHERE order_id=?", (o["id"],)).fetchone()[0] + 1
+            ftime = (bo.filled_at or bo.updated_at)
+            ftime = ftime.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if ftime else now
+            cur.execute(_INSERT_FILL, (f"{o['id']}-F{k}", o["id"], o["symbol"], o["side"], filled - old, price, 0.0,
+                                       ftime, o["reason"]))
+            self._position_fill(o["symbol"], o["side"], filled - old, price)
+            self.write_position(cur, o["symbol"])
+            o["filled_qty"], o["avg_fill_price"] = filled, avg
+        status = getattr(bo.status, "value", bo.status)
+        o["status"] = _STATUS.get(status, "partially_filled" if filled > 0 else "accepted")
+        o["broker_id"] = str(bo.id)
+        o["updated_at"] = now
+        if o["status"] == "rejected" and not o.get("note"):
+            o["note"] = "rejected by the broker"
+        self.write_order(cur, o)
+        return o
+
+    def working(self, symbol: str | None = None) -> list[dict]:
+        return [o for o in self.orders.values() if o["status"] in WORKING and (symbol is None or o["symbol"] == symbol)]
+
+    # ------------------------------------------------------------------ reconciliation
+    def catch_up(self) -> None:
+        """Look up every working order by client order id and record what changed."""
+        if self.alpaca is None:
+            return
+        for o in self.working():
+            bo = self.alpaca.find(o["id"])
+            with self.writer.transaction() as cur:
+                if bo is None:
+                    if o["status"] == "new":
+                        o.update(status="canceled", updated_at=now_iso(),
+                                 note="never reached the broker (not found by client order id)")
+                        self.write_order(cur, o)
+                    continue
+                self.apply_broker_order(cur, bo)
+
+    def differences(self) -> tuple[list[str], dict, list]:
+        """Broker vs ledger for the session's symbols: (lines, broker positions, foreign open orders)."""
+        broker_pos = self.alpaca.positions()
+        open_orders = self.alpaca.open_orders()
+        lines = []
+        for sym in self.symbols:
+            b = broker_pos.get(sym, (0.0, 0.0))[0]
+            mine = self.positions.get(sym, [0.0])[0]
+            if abs(b - mine) > 1e-9:
+                lines.append(f"{sym}: broker position {b:,.6g}, ledger {mine:,.6g}")
+        known = {o["id"] for o in self.working()}
+        foreign = [o for o in open_orders if o.symbol in self.symbols and o.client_order_id not in known]
+        for o in foreign:
+            lines.append(f"{o.symbol}: open order {o.client_order_id} ({getattr(o.side, 'value', o.side)} "
+                         f"{o.qty}) at the broker, not in the ledger")
+        return lines, broker_pos, foreign
+
+    def reconcile(self, adopt: bool, startup: bool) -> list[str]:
+        """Catch up working orders, compare; on startup refuse (ValueError) or adopt, later halt."""
+        if self.alpaca is None:
+            return []
+        self.catch_up()
+        lines, broker_pos, foreign = self.differences()
+        if lines and not startup:  # a fill may have landed between the two reads: look once more
+            self.catch_up()
+            lines, broker_pos, foreign = self.differences()
+        if not lines:
+            self.event("info", "reconcile", "broker and ledger agree", positions={s: self.positions.get(s, [0.0])[0]
+                                                                                for s in self.symbols})
+            return []
+        if startup and not adopt:
+            raise ValueError(f"session {self.name}: broker and ledger differ: {'; '.join(lines)}; "
+                             "pass --adopt to take the broker's state")
+        if startup:
+            now = now_iso()
+            with self.writer.transaction() as cur:
+                for sym in self.symbols:
+                    q, avg = broker_pos.get(sym, (0.0, 0.0))
+                    real = self.positions.get(sym, [0.0, 0.0, 0.0])[2]
+                    self.positions[sym] = [q, avg if q else 0.0, real]
+                    self.write_position(cur, sym)
+                for bo in foreign:
+                    self.write_order(cur, {
+                        "id": bo.client_order_id, "broker_id": str(bo.id), "symbol": bo.symbol,
+                        "side": getattr(bo.side, "value", bo.side), "type": getattr(bo.type, "value", bo.type) or "market",
+                        "qty": float(bo.qty or 0), "limit_price": float(bo.limit_price) if bo.limit_price else None,
+                        "stop_price": float(bo.stop_price) if bo.stop_price else None,
+                        "time_in_force": getattr(bo.time_in_force, "value", bo.time_in_force),
+                        "status": "accepted", "filled_qty": float(bo.filled_qty or 0),
+                        "avg_fill_price": float(bo.filled_avg_price) if bo.filled_avg_price else None,
+                        "signal_time": None, "created_at": now, "updated_at": now, "reason": "adopted",
+                        "note": "adopted from the broker at startup (--adopt)", "parent_id": None})
+                self.event("warning", "reconcile", f"adopted the broker's state: {'; '.join(lines)}", cur,
+                           differences=lines)
+                self.save_meta(cur)
+            return lines
+        with self.writer.transaction() as cur:
+            self.event("critical", "reconcile", f"broker and ledger differ: {'; '.join(lines)}", cur, differences=lines)
+        self.halt("reconciliation found differences")
+        return lines
+
+    # ------------------------------------------------------------------ kill switch
+    def cancel_all(self, why: str) -> None:
+        for o in self.working():
+            if self.alpaca is not None and not self.dry_run and o.get("broker_id"):
+                try:
+                    self.alpaca.cancel(o["broker_id"])
+                except (Rejected, Unavailable) as exc:
+                    self.event("error", "reject", f"cancel {o['id']} failed: {exc}")
+                    continue
+            with self.writer.transaction() as cur:
+                o.update(status="canceled", updated_at=now_iso(), note=why)
+                self.write_order(cur, o)
+
+    def halt(self, why: str, flatten: bool | None = None) -> None:
+        """Cancel every working order, go ``halted`` (and close positions with ``flatten``)."""
+        self.cancel_all(f"canceled: {why}")
+        if flatten if flatten is not None else self.limits.flatten_on_halt:
+            self.close_all("halt")
+        self.set_state("halted", why)
+
+    def close_all(self, reason: str) -> None:
+        """Market orders closing every position of the session (they bypass the risk checks:
+        they only take exposure to zero)."""
+        t = self.last_time if self.last_time is not None else int(time.time() * 1e6)
+        for sym in self.symbols:
+            q = self.positions.get(sym, [0.0])[0]
+            if q:
+                self.place(sym, "sell" if q > 0 else "buy", abs(q), self.last_close.get(sym), t, reason, checked=False)
+
+    def controls(self) -> None:
+        """Apply the control files (within one tick of their creation)."""
+        f = self.files
+        if f["stop"].exists():
+            self.stop_requested = True
+        if (f["halt"].exists() or f["halt_all"].exists()) and self.state != "halted":
+            self.halt(f"kill switch ({f['halt'].name if f['halt'].exists() else f['halt_all']})")
+        if f["flatten"].exists():
+            f["flatten"].unlink(missing_ok=True)
+            self.cancel_all("canceled: flatten")
+            self.close_all("flatten")
+            if self.state != "halted":
+                self.set_state("reducing", "flatten requested")
+        if f["resume"].exists():
+            f["resume"].unlink(missing_ok=True)
+            if not (f["halt"].exists() or f["halt_all"].exists()):
+                self.set_state("active", "resume requested", level="info")
+
+    # ------------------------------------------------------------------ orders
+    def place(self, sym: str, side: str, qty: float, price: float | None, signal_us: int, reason: str,
+              checked: bool = True) -> dict | None:
+        """Risk-check, record (status ``new``, committed) and send one market order (``limit`` at
+        ``price`` in extended hours); returns the order, or None when refused."""
+        self.controls_quick()
+        prefix = client_order_id(self.name, sym, signal_us, 0)[:-1]
+        cid = client_order_id(self.name, sym, signal_us, 1 + sum(1 for o in self.orders if o.startswith(prefix)))
+        px = price if price else self.last_close.get(sym, 0.0)
+        if checked:
+            ctx = Context(self.state, self.equity(), {s: p[0] for s, p in self.positions.items()}, dict(self.last_close),
+                          len(self.working()), self.market_open, self.stale, time.monotonic())
+            why = check({"symbol": sym, "side": side, "qty": qty, "price": px}, ctx, self.limits, self.rate, self.symbols)
+            if why:
+                self.blocked += 1
+                self.event("warning", "risk_block", f"{cid}: {side} {qty:,.6g} {sym}: {why}", order_id=cid, symbol=sym,
+                           side=side, qty=qty, price=px, reason=why)
+                return None
+        now = now_iso()
+        ext = self.strat.extended_hours and self.alpaca is not None and not self.clock_open
+        o = {"id": cid, "broker_id": None, "symbol": sym, "side": side, "type": "limit" if ext else "market",
+             "qty": float(qty), "limit_price": px if ext else None, "stop_price": None, "time_in_force": "day",
+             "status": "dry_run" if self.dry_run else "new", "filled_qty": 0.0, "avg_fill_price": None,
+             "signal_time": iso(signal_us), "created_at": now, "updated_at": now, "reason": reason,
+             "note": "dry run: not sent" if self.dry_run else None, "parent_id": None, "extended_hours": ext}
+        self.rate.record(time.monotonic())
+        self.placed += 1
+        with self.writer.transaction() as cur:
+            self.write_order(cur, o)
+        if self.dry_run:
+            self._position_fill(sym, side, qty, px)
+            self.cash -= (qty if side == "buy" else -qty) * px
+            return o
+        try:
+            bo, sent = self.alpaca.submit(o)
+        except Rejected as exc:
+            with self.writer.transaction() as cur:
+                o.update(status="rejected", updated_at=now_iso(), note=exc.message)
+                self.write_order(cur, o)
+                self.event("error", "reject", f"{cid}: rejected by the broker: HTTP {exc.status}: {exc.message}", cur,
+                           order_id=cid, status=exc.status)
+            return o
+        except Unavailable as exc:
+            with self.writer.transaction() as cur:
+                self.event("error", "reject", f"{cid}: {exc}; the order stays 'new' and is looked up by its client "
+                           "order id at the next reconciliation", cur, order_id=cid)
+            return o
+        with self.writer.transaction() as cur:
+            self.apply_broker_order(cur, bo)
+            if not sent:
+                self.event("info", "reconcile", f"{cid}: already at the broker (found by client order id); not sent "
+                           "again", cur, order_id=cid)
+        return o
+
+    def controls_quick(self) -> None:
+        """Kill-switch files checked before every order, too."""
+        if self.files["halt"].exists() or self.files["halt_all"].exists():
+            if self.state != "halted":
+                self.halt("kill switch")
+
+    # ------------------------------------------------------------------ one bar
+    def equity(self) -> float:
+        if self.dry_run or self.alpaca is None:
+            return self.cash + sum(p[0] * self.last_close.get(s, p[1]) for s, p in self.positions.items())
+        return self._account_equity
+
+    _account_equity = 0.0
+    _account_cash = 0.0
+    clock_open = True
+
+    def refresh_account(self) -> None:
+        if self.alpaca is None:
+            return
+        acct = self.alpaca.account()
+        self._account_equity, self._account_cash = float(acct.equity), float(acct.cash)
+        if acct.last_equity:
+            self._last_equity = float(acct.last_equity)
+        self.refresh_clock()
+
+    def refresh_clock(self) -> None:
+        if self.alpaca is None:
+            return
+        clock = self.alpaca.clock()
+        self.clock_open = bool(clock.is_open)
+        self.market_open = self.clock_open or (self.strat.extended_hours and self._extended_now(clock))
+
+    def _extended_now(self, clock) -> bool:
+        """Alpaca's extended hours: 04:00-20:00 New York time on a day the calendar lists."""
+        from zoneinfo import ZoneInfo
+
+        ny = clock.timestamp.astimezone(ZoneInfo("America/New_York"))
+        if not 4 <= ny.hour < 20:
+            return False
+        return self.alpaca.calendar_today(ny.date()) is not None
+
+    def on_bar(self, t_us: int) -> None:
+        """Process the complete bar at ``t_us`` (every symbol that has one)."""
+        self.refresh_account()
+        day = iso(t_us)[:10] if self.alpaca is None else datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        changed = []
+        atr_hot = []
+        for sym in self.symbols:
+            f = self.frames.get(sym)
+            if f is None:
+                continue
+            k = int(np.searchsorted(f["timestamp"], t_us))
+            if k >= f["timestamp"].size or f["timestamp"][k] != t_us:
+                continue
+            self.last_close[sym] = float(f["close"][k])
+            a = atr_pct(f["high"][:k + 1], f["low"][:k + 1], f["close"][:k + 1], self.limits.atr_window)
+            if a == a and a > self.limits.max_atr_pct:
+                atr_hot.append(f"{sym} ATR {a:,.2f}% of price")
+            tgt = int(f["targets"][k])
+            if tgt != self.last_target.get(sym, 0):
+                changed.append((sym, tgt))
+        if self.dry_run or self.alpaca is None:
+            eq, cash = self.equity(), self.cash
+        else:
+            eq, cash = self._account_equity, self._account_cash
+        if day != self.day:
+            self.day = day
+            self.day_start = getattr(self, "_last_equity", None) if self.alpaca is not None and not self.dry_run else eq
+        self.last_time = t_us
+        if atr_hot and self.state == "active":
+            self.set_state("reducing", f"ATR circuit breaker: {', '.join(atr_hot)} (max {self.limits.max_atr_pct:,.2f}%)")
+        elif not atr_hot and self.state == "reducing" and self.state_reason.startswith("ATR circuit breaker"):
+            self.set_state("active", "ATR back under its limit", level="info")
+        if self.state != "halted" and daily_loss_hit(eq, self.day_start, self.limits.max_daily_loss_pct):
+            self.halt(f"daily loss limit: equity {eq:,.2f} is {(eq / self.day_start - 1) * 100:,.2f}% from the day's "
+                      f"start {self.day_start:,.2f} (max {self.limits.max_daily_loss_pct:,.2f}%)")
+        for sym, tgt in changed:
+            self.trade(sym, tgt, t_us)
+            self.last_target[sym] = tgt  # acted on (or refused: refusals are events, not retried)
+        if self.dry_run or self.alpaca is None:
+            eq, cash = self.equity(), self.cash
+        gross = sum(abs(p[0]) * self.last_close.get(s, p[1]) for s, p in self.positions.items())
+        self.peak = max(self.peak, eq)
+        dd = eq / self.peak - 1 if self.peak > 0 else 0.0
+        with self.writer.transaction() as cur:
+            cur.execute(_INSERT_EQUITY, (iso(t_us), cash, eq, gross, dd, None))
+            for sym, p in self.positions.items():
+                if p[0] and not self.dry_run:
+                    cur.execute("UPDATE positions SET mark_price=?, mark_time=? WHERE symbol=?",
+                                (self.last_close.get(sym), iso(t_us), sym))
+            self.save_meta(cur)
+
+    def trade(self, sym: str, tgt: int, t_us: int) -> None:
+        """Target change on ``sym``: cancel its working orders, exit, enter (each risk-checked)."""
+        if tgt < 0 and not self.s["allow_short"]:
+            tgt = 0
+        for o in self.working(sym):
+            if self.alpaca is not None and o.get("broker_id") and not self.dry_run:
+                try:
+                    self.alpaca.cancel(o["broker_id"])
+                except (Rejected, Unavailable) as exc:
+                    self.event("error", "reject", f"cancel {o['id']} failed: {exc}")
+        price = self.last_close[sym]
+        q = self.positions.get(sym, [0.0])[0]
+        if q and (tgt == 0 or (q > 0) != (tgt > 0)):
+            self.place(sym, "sell" if q > 0 else "buy", abs(q), price, t_us, "signal" if tgt == 0 else "reverse")
+        if tgt != 0 and not (q and (q > 0) == (tgt > 0)):
+            value = min(self.equity() * min(1.0 / len(self.symbols), self.limits.max_position_pct / 100),
+                        self.limits.max_order_notional)
+            qty = math.floor(value / price + 1e-9) if price > 0 else 0
+            if qty <= 0:
+                self.event("warning", "reject", f"{sym}: entry of size 0 (value {value:,.2f} at {price:,.6g})")
+                return
+            self.place(sym, "buy" if tgt > 0 else "sell", qty, price, t_us, "signal")
+
+    # ------------------------------------------------------------------ stream
+    def drain_stream(self, updates: TradeUpdates | None) -> None:
+        if updates is None:
+            return
+        import queue as _q
+
+        for _ in range(1000):
+            try:
+                u = updates.queue.get_nowait()
+            except _q.Empty:
+                return
+            if isinstance(u, tuple):
+                _, level, msg = u
+                lv = "warning" if level in ("warning", "error", "critical") else "info"
+                if lv == "warning":
+                    self.event(lv, "stream", f"trade_updates: {msg}")
+                continue
+            with self.writer.transaction() as cur:
+                self.apply_broker_order(cur, u.order)
+                self.save_meta(cur)
+
+
+# ----------------------------------------------------------------------------- bars
+def symbol_frames(bars: pl.DataFrame, strat, params: dict) -> dict[str, dict]:
+    """Long bars -> {SYMBOL: numpy arrays ``timestamp`` (int64 us), ``open..volume``, ``targets`` (int8)}."""
+    out = {}
+    for (sym,), g in bars.partition_by("symbol", as_dict=True, maintain_order=True).items():
+        d = {k: g[k].to_numpy().astype(np.float64) for k in ("open", "high", "low", "close", "volume")}
+        d["timestamp"] = g["timestamp"].dt.epoch("us").to_numpy()
+        view = {k: d[k].copy() for k in ("open", "high", "low", "close", "volume")}
+        view["timestamp"] = d["timestamp"].astype("datetime64[us]")
+        for v in view.values():
+            v.flags.writeable = False
+        view["symbol"] = sym
+        d["targets"] = call_targets(strat, view, params)
+        out[sym] = d
+    return out
+
+
+def store_paths(s: dict) -> dict[str, Path]:
+    """The store files the session follows (the embedded sample for the default store's missing symbols)."""
+    root, named_by = store_root(s["store"])
+    out = {}
+    for sym in s["symbols"]:
+        p = root / "bars" / s["timeframe"] / f"{sym}.parquet"
+        if not p.exists() and named_by is None:
+            p = SAMPLE_ROOT / "bars" / s["timeframe"] / f"{sym}.parquet"
+        out[sym] = p
+    return out
+
+
+def _stat(p: Path):
+    try:
+        st = p.stat()
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+    except OSError:
+        return None
+
+
+# ----------------------------------------------------------------------------- run
+def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpaca: Alpaca | None,
+                updates_factory=None, adopt: bool = False, poll: float = 5.0, reconcile_every: float = 300.0,
+                max_idle: float | None = None, progress=None) -> RunResult:
+    """Run (or resume) session ``name`` with settings ``s`` (see cli.run) and ``limits``.
+    ``alpaca`` None: a dry run without an account. ``updates_factory()`` builds the
+    :class:`~.broker.TradeUpdates` stream (None: no stream). Raises ValueError, DataError, LedgerError."""
+    limits.check()
+    strat, params = resolve_params(s["strategy"], s["params"])
+    if strat.form != "targets":
+        raise ValueError(f"{strat.label}: live_trade runs per-symbol signal strategies (targets); "
+                         "portfolio weights strategies are not supported yet")
+    report = LoadReport()
+    bars, rep = load_bars(s["symbols"], s["timeframe"], store=s["store"], data=s["data"] or None,
+                          start=s["start"], end=s["end"], adjust=True, keep_suspicious=s["keep_suspicious"])
+    report.notes.extend(rep.notes)
+    report.warnings.extend(rep.warnings)
+    s["timeframe"] = rep.timeframe
+    need = strat.needed_bars(params)
+    frames = symbol_frames(bars, strat, params)
+    short = [f"{k}: {v['close'].size} bars" for k, v in frames.items() if v["close"].size < need]
+    if short:
+        raise DataError(f"{short[0]}, fewer than the {need} that {strat.label} needs")
+    s["symbols"] = sorted(frames)
+    s["params"] = params
+    dry_run = s["dry_run"]
+    writer = Writer(ledgers_path, synchronous="NORMAL" if s["mode"] == "replay" else "FULL")
+    sess = Session(name, ledgers_path, writer, s, limits, strat, params, alpaca, dry_run)
+    sess.frames = frames
+    updates = None
+    stop_file = sess.files["stop"]
+    stop_file.unlink(missing_ok=True)
+    prev = {}
+
+    def on_signal(signum, frame):
+        sess.stop_requested = True
+
+    prev[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_signal)
+    prev[signal.SIGINT] = signal.signal(signal.SIGINT, on_signal)
+    done = 0
+    try:
+        if writer.is_new:
+            now = now_iso()
+            with writer.transaction() as cur:
+                set_meta(cur, {"schema_version": str(SCHEMA_VERSION), "kind": KIND, "session": name,
+                               "strategy": s["strategy"], "params": params, "symbols": s["symbols"],
+                               "timeframe": s["timeframe"], "settings": s | {"limits": limits.as_dict()},
+                               "created_at": now, "status": "running", "trading_state": "active",
+                               "heartbeat_at": now, "pid": str(os.getpid())})
+            if s["mode"] == "follow" and not s["start"]:
+                done_times = _complete(np.unique(np.concatenate([f["timestamp"] for f in frames.values()])), s["timeframe"])
+                if done_times.size:
+                    last = int(done_times[-1])
+                    sess.last_time = last
+                    for sym, f in frames.items():
+                        k = int(np.searchsorted(f["timestamp"], last, side="right")) - 1
+                        if k >= 0:
+                            sess.last_target[sym] = int(f["targets"][k])
+                            sess.last_close[sym] = float(f["close"][k])
+            with writer.transaction() as cur:
+                sess.event("info", "start", f"session {name} started ({'dry run' if dry_run else s['account']}, "
+                           f"{s['mode']}, {strat.label}, {len(s['symbols'])} symbol(s))", cur,
+                           settings=s | {"limits": limits.as_dict()})
+                sess.save_meta(cur)
+        else:
+            meta = writer.meta()
+            for key, want in (("strategy", s["strategy"]), ("timeframe", s["timeframe"])):
+                if meta.get(key) != want:
+                    raise ValueError(f"session {name}: --{key} changed ({meta.get(key)} -> {want}); a live session keeps "
+                                     "its strategy and timeframe: start a new session")
+            if json.loads(meta.get("symbols", "[]")) != s["symbols"]:
+                raise ValueError(f"session {name}: --symbols changed ({', '.join(json.loads(meta['symbols']))} -> "
+                                 f"{', '.join(s['symbols'])}); start a new session")
+            stored = json.loads(meta.get("settings", "{}"))
+            if bool(stored.get("dry_run")) != dry_run:
+                raise ValueError(f"session {name}: was {'a dry run' if stored.get('dry_run') else 'trading'}; "
+                                 "a session cannot switch between dry run and trading: start a new session")
+            sess.restore(meta)
+            with writer.transaction() as cur:
+                sess.event("info", "resume", f"session {name} resumed after {meta.get('last_bar_time') or 'no bar'}", cur,
+                           settings=s | {"limits": limits.as_dict()})
+                sess.save_meta(cur, status="running", pid=str(os.getpid()), settings=s | {"limits": limits.as_dict()})
+        if alpaca is not None and not dry_run:
+            sess.reconcile(adopt, startup=True)
+        if alpaca is not None:
+            sess.refresh_account()
+        sess.controls()
+        if updates_factory is not None and not dry_run:
+            updates = updates_factory()
+            updates.start()
+        if s["mode"] == "replay":
+            times = np.unique(np.concatenate([f["timestamp"] for f in frames.values()]))
+            for t in times[times > sess.last_time] if sess.last_time is not None else times:
+                sess.controls()
+                if sess.stop_requested:
+                    break
+                sess.on_bar(int(t))
+                done += 1
+                if progress:
+                    progress(done, times.size)
+        else:
+            done = _follow(sess, updates, poll, reconcile_every, max_idle, progress)
+        final = "halted" if sess.state == "halted" else "stopped"
+        with writer.transaction() as cur:
+            sess.event("info", "stop", f"session {name} {final} after {done:,} bar(s)"
+                       + (" (stop requested)" if sess.stop_requested else ""), cur)
+            sess.save_meta(cur, status=final)
+        stop_file.unlink(missing_ok=True)
+        return RunResult(name, ledgers_path, done, final, sess.state, dry_run, report.notes, report.warnings)
+    except BaseException as exc:
+        if writer.conn is not None:
+            try:
+                with writer.transaction() as cur:
+                    sess.event("error", "stop", f"session {name} failed: {type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''}", cur)
+                    set_meta(cur, {"status": "failed", "heartbeat_at": now_iso()})
+            except Exception:
+                pass
+        raise
+    finally:
+        if updates is not None:
+            updates.stop()
+        for sig, h in prev.items():
+            signal.signal(sig, h)
+        writer.close()
+
+
+def _follow(sess: Session, updates, poll: float, reconcile_every: float, max_idle: float | None, progress) -> int:
+    """Follow the store: new complete bars in time order; control files, stream, staleness between."""
+    s = sess.s
+    paths = store_paths(s)
+    seen = {k: None for k in paths}  # the first look reloads: bars may have landed since they were loaded
+    stale_after = sess.limits.stale_after or 3 * TF_SECONDS[sess.tf]
+    done = 0
+    next_poll = 0.0
+    next_rec = time.monotonic() + reconcile_every
+    idle_since = time.monotonic()
+    first = True
+    while not sess.stop_requested:
+        sess.controls()
+        sess.drain_stream(updates)
+        now = time.monotonic()
+        if now >= next_poll:
+            next_poll = now + poll
+            changed = [k for k, p in paths.items() if _stat(p) != seen[k]]
+            for k in changed:
+                seen[k] = _stat(paths[k])
+            if changed:
+                try:
+                    bars, _ = load_bars(changed, sess.tf, store=s["store"], start=s["start"], end=None, adjust=True,
+                                        keep_suspicious=s["keep_suspicious"])
+                    sess.frames.update(symbol_frames(bars, sess.strat, sess.params))
+                except DataError as exc:
+                    sess.event("warning", "data_gap", f"new bars not used: {exc}")
+            if changed or first:
+                first = False
+                times = _complete(np.unique(np.concatenate([f["timestamp"] for f in sess.frames.values()])), sess.tf)
+                todo = times[times > sess.last_time] if sess.last_time is not None else times
+                for t in todo:
+                    if sess.stop_requested:
+                        break
+                    idle_since = sess.last_bar_wall = time.monotonic()
+                    if sess.stale:
+                        sess.stale = False
+                        sess.event("info", "data_gap", "bars are back: entries allowed again")
+                    sess.on_bar(int(t))
+                    done += 1
+                    if progress:
+                        progress(done, None)
+            try:
+                if sess.alpaca is not None:
+                    sess.refresh_clock()
+                    if not sess.dry_run:
+                        sess.catch_up()
+            except (Unavailable, Rejected) as exc:
+                sess.event("warning", "stream", f"poll: {exc}")
+            if (sess.market_open and not sess.stale and time.monotonic() - sess.last_bar_wall > stale_after):
+                sess.stale = True
+                sess.event("error", "data_gap", f"no new bar for {time.monotonic() - sess.last_bar_wall:,.0f} s during "
+                           f"market hours (limit {stale_after:,.0f} s): no new entries until bars return")
+            with sess.writer.transaction() as cur:
+                sess.save_meta(cur)
+        if sess.alpaca is not None and not sess.dry_run and time.monotonic() >= next_rec:
+            next_rec = time.monotonic() + reconcile_every
+            try:
+                sess.reconcile(False, startup=False)
+            except (Unavailable, Rejected) as exc:
+                sess.event("warning", "reconcile", f"reconcile skipped: {exc}")
+        if max_idle is not None and time.monotonic() - idle_since > max_idle:
+            break
+        time.sleep(TICK)
+    return done
