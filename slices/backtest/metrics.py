@@ -3,11 +3,11 @@
 Return and risk definitions follow empyrical (Quantopian, https://github.com/quantopian/empyrical,
 ``stats.py``) with a risk-free rate of 0; trade statistics follow backtesting.py
 (``backtesting/_stats.py``) and Van Tharp (SQN). Periods per year come from the bar frequency
-(:func:`periods_per_year`): 252 for daily bars.
+(:func:`periods_per_year`): 252 for daily bars, 52 weekly, 12 monthly, the data's own bar rate intraday.
 
 Units: fractions (0.05 = 5 %) for every return-like metric; ``final_equity`` and
 ``expectancy`` in currency; ``max_drawdown`` is negative (empyrical's sign);
-``max_drawdown_duration`` in bars; ``sharpe``, ``sortino``, ``calmar``, ``sqn``,
+``max_drawdown_duration`` in bars (peak to recovery); ``sharpe``, ``sortino``, ``calmar``, ``sqn``,
 ``profit_factor`` plain ratios. A metric that is undefined (no trades, zero variance, no losing
 trade for profit_factor) is None.
 """
@@ -24,21 +24,22 @@ METRICS = (
 )
 
 
-def periods_per_year(timestamps: np.ndarray) -> float:
-    """Bars per year from the median bar spacing of ``timestamps`` (datetime64, sorted).
+FIXED_PERIODS = {"1d": 252.0, "1w": 52.0, "1mo": 12.0}
 
-    Daily or slower spacing of at least 20 hours: 252 (sessions per year) for daily bars, 52 for
-    weekly (>= 5 days). Intraday: 252 x the median number of bars per calendar day.
+
+def periods_per_year(timeframe: str, timestamps: np.ndarray) -> float:
+    """Bars per year, for annualising (SLICES.md shared definitions).
+
+    ``1d`` 252 (sessions), ``1w`` 52, ``1mo`` 12. Intraday timeframes: the data's own bars per
+    year, ``(n - 1) x 365.25 x 86400 / (t_last - t_first in seconds)`` over the ``n`` unique
+    ``timestamps`` (datetime64) of the run's timeline, so 24/5 FX and 23-hour futures are right.
+    Fewer than two timestamps (or no span) give 252.
     """
-    if timestamps.size < 2:
-        return 252.0
-    step = np.median(np.diff(timestamps).astype("timedelta64[s]").astype(float))
-    if step >= 5 * 86400:
-        return 52.0
-    if step >= 20 * 3600:
-        return 252.0
-    _, counts = np.unique(timestamps.astype("datetime64[D]"), return_counts=True)
-    return 252.0 * float(np.median(counts))
+    if timeframe in FIXED_PERIODS:
+        return FIXED_PERIODS[timeframe]
+    ts = np.unique(timestamps)
+    span = (ts[-1] - ts[0]) / np.timedelta64(1, "s") if ts.size > 1 else 0.0
+    return (ts.size - 1) * 365.25 * 86400 / span if span > 0 else 252.0
 
 
 def _none(x: float) -> float | None:
@@ -51,13 +52,21 @@ def drawdown(equity: np.ndarray) -> np.ndarray:
 
 
 def max_drawdown_duration(equity: np.ndarray) -> int:
-    """Longest run of consecutive bars spent below a previous equity peak."""
+    """The most bars between a peak and the first bar that regains it (``index(recovery) -
+    index(peak)``), or the last bar when it is never regained; 0 without a drawdown
+    (SLICES.md shared definitions: equity 1, 2, 1, 1, 1, 2 has duration 4)."""
+    if equity.size == 0:
+        return 0
     under = equity < np.maximum.accumulate(equity)
     if not under.any():
         return 0
-    edges = np.diff(np.concatenate(([0], under.astype(np.int8), [0])))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    return int((ends - starts).max())
+    idx = np.arange(equity.size)
+    peak_at = np.maximum.accumulate(np.where(under, 0, idx))  # index of the latest peak at each bar
+    recovered = np.flatnonzero(~under[1:] & under[:-1]) + 1  # first bars that regain a peak
+    longest = int((recovered - peak_at[recovered - 1]).max()) if recovered.size else 0
+    if under[-1]:
+        longest = max(longest, int(idx[-1] - peak_at[-1]))
+    return longest
 
 
 def equity_metrics(equity: np.ndarray, ann: float) -> dict:
@@ -130,3 +139,44 @@ def all_metrics(equity: np.ndarray, ann: float, exposure: float, pnl: np.ndarray
     a position held at the close; ``bh`` the buy-and-hold return (fraction)."""
     m = equity_metrics(equity, ann) | trade_metrics(pnl, returns) | {"exposure": exposure, "buy_and_hold_return": bh}
     return {k: m[k] for k in METRICS}
+
+
+def symbol_equity(alloc: float, qty: np.ndarray, sym_cash: np.ndarray, close_ff: np.ndarray, fills: list[dict]) -> np.ndarray:
+    """Per-symbol equity curves (T, N), time-weighted on the capital each symbol actually had.
+
+    ``qty`` (T, N) position after each bar; ``sym_cash`` (T, N) cumulative cash flow of the
+    symbol's fills (commission included); ``close_ff`` (T, N) closes carried forward (NaN before
+    a symbol's first bar); ``fills`` dicts with ``bar symbol quantity price commission`` in
+    execution order (engine.Result.fills, either strategy form).
+
+    For bar t: value V_t = sym_cash_t + qty_t x close_t; P&L_t = V_t - V_{t-1};
+    capital K_t = |qty_{t-1}| x close_{t-1} + the sum, over fills in bar t that open or increase
+    a position, of |q| x price + commission (for a fill that reverses a position, only the part
+    beyond the old position); r_t = P&L_t / K_t when K_t > 0, else 0; equity_t = alloc x
+    prod(1 + r_0..t). Long-only, a bar cannot lose more than K_t, so r_t >= -1 and the curve
+    never goes below 0 (max_drawdown >= -1), whatever capital the symbol was given.
+    """
+    T, N = qty.shape
+    marks = np.nan_to_num(close_ff)
+    value = sym_cash + qty * marks
+    pnl = np.diff(value, axis=0, prepend=np.zeros((1, N)))
+    capital = np.zeros((T, N))
+    capital[1:] = np.abs(qty[:-1]) * marks[:-1]
+    if fills:
+        bar = np.fromiter((f["bar"] for f in fills), dtype=np.int64, count=len(fills))
+        sym = np.fromiter((f["symbol"] for f in fills), dtype=np.int64, count=len(fills))
+        q = np.fromiter((f["quantity"] for f in fills), dtype=float, count=len(fills))
+        price = np.fromiter((f["price"] for f in fills), dtype=float, count=len(fills))
+        com = np.fromiter((f["commission"] for f in fills), dtype=float, count=len(fills))
+        order = np.lexsort((np.arange(len(fills)), sym))  # by symbol, execution order kept
+        after = np.cumsum(q[order])
+        starts = np.flatnonzero(np.r_[True, sym[order][1:] != sym[order][:-1]])
+        after -= np.repeat(np.r_[0.0, after[starts[1:] - 1]], np.diff(np.r_[starts, order.size]))
+        before = np.empty_like(q)
+        before[order] = after - q[order]
+        same_way = (before == 0) | (np.sign(before) == np.sign(q))
+        opened = np.where(same_way, np.abs(q), np.maximum(np.abs(q) - np.abs(before), 0.0))
+        share = np.divide(opened, np.abs(q), out=np.zeros_like(q), where=q != 0)
+        np.add.at(capital, (bar, sym), opened * price + share * com)
+    r = np.divide(pnl, capital, out=np.zeros((T, N)), where=capital > 0)
+    return alloc * np.cumprod(1.0 + r, axis=0)

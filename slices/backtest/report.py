@@ -78,6 +78,7 @@ def write_report(
     equity: pl.DataFrame,
     trades: pl.DataFrame,
     prices: dict[str, pl.DataFrame],
+    warnings: list[str] | None = None,
 ) -> Path:
     """Write one self-contained interactive HTML report and return its path.
 
@@ -117,10 +118,12 @@ def write_report(
     prices
         symbol -> bars with ``timestamp, open, high, low, close, volume`` (only ``timestamp`` and
         ``close`` are used).
+    warnings
+        The run's warnings (metrics.json ``warnings``), listed in a Warnings section.
 
     The page shows
     --------------
-    1. the title and the run settings;
+    1. the title, the run settings and the run's warnings;
     2. the portfolio metrics, then a sortable per-symbol metrics table;
     3. the equity curve against the buy-and-hold benchmark, with the drawdown (filled, in
        percent) in a subplot below sharing the time axis;
@@ -135,6 +138,31 @@ def write_report(
     ``YYYY-MM-DD HH:MM`` (UTC).
     """
     path = Path(path)
+    _check_columns(equity, trades, prices)
+    daily = _all_midnight(equity["timestamp"])
+    chart_syms, left_out, trade_counts = _chart_symbols(prices, trades)
+    page = "".join([
+        _head_section(title),
+        _section("settings", "Run settings", _settings_table(run)),
+        _warnings_section(warnings or []),
+        _section("metrics", "Portfolio metrics", _metrics_table(metrics)),
+        _section("per-symbol", "Per-symbol metrics", _per_symbol_table(per_symbol)),
+        _section("equity", "Equity and drawdown", "<div id=\"equity-chart\" class=\"chart\"></div>\n"),
+        _prices_section(chart_syms, left_out, trade_counts),
+        _section("trades", f"Trades ({trades.height:,})", _trades_table(trades, daily)),
+        _script_section(_equity_figure(equity, daily), _price_data(chart_syms, prices, trades, trade_counts)),
+    ])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# page sections, in page order
+
+
+def _check_columns(equity: pl.DataFrame, trades: pl.DataFrame, prices: Mapping[str, pl.DataFrame]) -> None:
+    """Raise ValueError naming the first input frame that lacks a needed column."""
     missing = [c for c in EQUITY_COLUMNS if c not in equity.columns]
     if missing:
         raise ValueError(
@@ -150,80 +178,59 @@ def write_report(
     for sym, frame in prices.items():
         missing = [c for c in PRICE_COLUMNS if c not in frame.columns]
         if missing:
-            raise ValueError(
-                f"write_report: prices[{sym!r}] lacks column(s) {', '.join(missing)}"
-            )
+            raise ValueError(f"write_report: prices[{sym!r}] lacks column(s) {', '.join(missing)}")
 
-    daily = _all_midnight(equity["timestamp"])
-    n_trades_total = trades.height
 
-    equity_fig = _equity_figure(equity, daily)
-    chart_syms, left_out, trade_counts = _chart_symbols(prices, trades)
-    price_data = _price_data(chart_syms, prices, trades, trade_counts)
+def _section(anchor: str, heading: str, body: str) -> str:
+    return f"<section id=\"{anchor}\"><h2>{html.escape(heading)}</h2>\n{body}</section>\n"
 
-    parts: list[str] = []
-    add = parts.append
-    esc = html.escape
-    add("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n")
-    add("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n")
-    add(f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n")
-    add("<script>\n")
-    add(_plotly_js())
-    add("\n</script>\n</head>\n<body>\n")
-    add(f"<header><h1>{esc(title)}</h1></header>\n")
 
-    add("<section id=\"settings\"><h2>Run settings</h2>\n")
-    add(_settings_table(run))
-    add("</section>\n")
+def _head_section(title: str) -> str:
+    """Document head (styles, inlined plotly.js) and the page title."""
+    esc = html.escape(title)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{esc}</title>\n<style>{_CSS}</style>\n<script>\n{_plotly_js()}\n</script>\n</head>\n<body>\n"
+        f"<header><h1>{esc}</h1></header>\n"
+    )
 
-    add("<section id=\"metrics\"><h2>Portfolio metrics</h2>\n")
-    add(_metrics_table(metrics))
-    add("</section>\n")
 
-    add("<section id=\"per-symbol\"><h2>Per-symbol metrics</h2>\n")
-    add(_per_symbol_table(per_symbol))
-    add("</section>\n")
+def _warnings_section(warnings: list[str]) -> str:
+    """Every warning of the run (data, exclusions, untaken signals, halt), escaped, in order."""
+    if not warnings:
+        return _section("warnings", "Warnings", "<p class=\"note\">No warnings.</p>\n")
+    items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+    return _section("warnings", f"Warnings ({len(warnings):,})", f"<ul class=\"warnings\">{items}</ul>\n")
 
-    add("<section id=\"equity\"><h2>Equity and drawdown</h2>\n")
-    add("<div id=\"equity-chart\" class=\"chart\"></div>\n</section>\n")
 
-    add("<section id=\"prices\"><h2>Prices, entries and exits</h2>\n")
-    if chart_syms:
-        add("<label for=\"symbol-select\">Symbol </label><select id=\"symbol-select\">")
-        for i, sym in enumerate(chart_syms):
-            n = trade_counts.get(sym, 0)
-            add(f"<option value=\"{i}\">{esc(str(sym))} ({n} trade{'' if n == 1 else 's'})</option>")
-        add("</select>\n")
-        if left_out:
-            add(
-                f"<p class=\"note\" id=\"left-out\">Price data is included for {len(chart_syms)} of "
-                f"{len(chart_syms) + len(left_out)} symbols (those with the most trades, then "
-                f"alphabetical); {len(left_out)} symbols were left out of this chart.</p>\n"
-                f"<details><summary>Symbols left out ({len(left_out)})</summary><p class=\"small\">"
-                + esc(", ".join(left_out))
-                + "</p></details>\n"
-            )
-        add("<div id=\"price-chart\" class=\"chart\"></div>\n")
-    else:
-        add("<p class=\"note\">No price data was given.</p>\n")
-    add("</section>\n")
+def _prices_section(chart_syms: list[str], left_out: list[str], trade_counts: Mapping[str, int]) -> str:
+    """Symbol selector and the price chart's container (data comes from PRICE_DATA)."""
+    if not chart_syms:
+        return _section("prices", "Prices, entries and exits", "<p class=\"note\">No price data was given.</p>\n")
+    opts = []
+    for i, sym in enumerate(chart_syms):
+        n = trade_counts.get(sym, 0)
+        opts.append(f"<option value=\"{i}\">{html.escape(str(sym))} ({n:,} trade{'' if n == 1 else 's'})</option>")
+    body = "<label for=\"symbol-select\">Symbol </label><select id=\"symbol-select\">" + "".join(opts) + "</select>\n"
+    if left_out:
+        body += (
+            f"<p class=\"note\" id=\"left-out\">Price data is included for {len(chart_syms):,} of "
+            f"{len(chart_syms) + len(left_out):,} symbols (those with the most trades, then "
+            f"alphabetical); {len(left_out):,} symbols were left out of this chart.</p>\n"
+            f"<details><summary>Symbols left out ({len(left_out):,})</summary><p class=\"small\">"
+            + html.escape(", ".join(left_out)) + "</p></details>\n"
+        )
+    return _section("prices", "Prices, entries and exits", body + "<div id=\"price-chart\" class=\"chart\"></div>\n")
 
-    add(f"<section id=\"trades\"><h2>Trades ({n_trades_total:,})</h2>\n")
-    add(_trades_table(trades, daily))
-    add("</section>\n")
 
-    add("<footer>Charts: plotly.js, embedded (this page works offline). "
-        "Click a table header to sort.</footer>\n")
-
-    add("<script>\n")
-    add("var EQUITY_FIG=" + _js_json(equity_fig) + ";\n")
-    add("var PRICE_DATA=" + _js_json(price_data) + ";\n")
-    add(_PAGE_JS)
-    add("</script>\n</body>\n</html>\n")
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(parts), encoding="utf-8")
-    return path
+def _script_section(equity_fig: dict, price_data: dict) -> str:
+    """Footer and the page script with the chart data inlined as JSON."""
+    return (
+        "<footer>Charts: plotly.js, embedded (this page works offline). Click a table header to sort.</footer>\n"
+        f"<script>\nvar EQUITY_FIG={_js_json(equity_fig)};\nvar PRICE_DATA={_js_json(price_data)};\n"
+        f"{_PAGE_JS}</script>\n</body>\n</html>\n"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,9 +248,10 @@ def _plotly_js() -> str:
 
 
 def _js_json(obj: Any) -> str:
-    """JSON for embedding in an inline <script>: '<' only occurs inside JSON strings, where
-    \\u003c is the same character, so no '</script>' or '<!--' can appear."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+    """JSON for embedding in an inline <script>: ``</`` written as ``<\\/`` (the same string to
+    JavaScript) and ``<!--`` as ``\\u003c!--``, so no text can end the script or open a comment."""
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    return text.replace("</", "<\\/").replace("<!--", "\\u003c!--")
 
 
 def _all_midnight(ts: pl.Series) -> bool:
@@ -391,12 +399,17 @@ def _daily_flags(bars: pl.DataFrame) -> list[int]:
     return agg.filter(pl.col("d"))["i"].to_list()
 
 
-def _esc_expr(e: pl.Expr) -> pl.Expr:
-    """html.escape as a polars expression."""
-    return (
-        e.str.replace_all("&", "&amp;", literal=True).str.replace_all("<", "&lt;", literal=True)
-        .str.replace_all(">", "&gt;", literal=True).str.replace_all('"', "&quot;", literal=True)
-        .str.replace_all("'", "&#x27;", literal=True)
+def _with_text(tr: pl.DataFrame) -> pl.DataFrame:
+    """Add the trade texts for people: ``side_e`` and ``reason_e`` HTML-escaped (html.escape),
+    ``pnl_s`` and ``comm_s`` money with thousands separators, ``ret_s`` percent with two
+    decimals (format specs; missing or non-finite values are a dash)."""
+    def texts(col: str, fmt) -> pl.Series:
+        return pl.Series([fmt(v) for v in tr[col].to_list()], dtype=pl.String)
+
+    return tr.with_columns(
+        side_e=texts("side", lambda v: html.escape(str(v)) if v is not None else ""),
+        reason_e=texts("exit_reason", lambda v: html.escape(str(v)) if v is not None else ""),
+        pnl_s=texts("pnl", _money), comm_s=texts("commission", _money), ret_s=texts("return_pct", _pct_text),
     )
 
 
@@ -405,7 +418,7 @@ def _marker_groups(
 ) -> tuple[dict[int, list[list]], dict[int, list[list]], dict[int, list[list]]]:
     """Entry / exit markers per charted symbol index: [x, y, hover text] lists each."""
     sym_idx = {s: i for i, s in enumerate(syms)}
-    tr = tr.with_columns(
+    tr = _with_text(tr).with_columns(
         pl.col("symbol").cast(pl.String).replace_strict(sym_idx, return_dtype=pl.Int32).alias("i")
     )
     is_daily = pl.col("i").is_in(daily_idx)
@@ -417,17 +430,17 @@ def _marker_groups(
         )
 
     is_open = pl.col("is_open").fill_null(False)
-    side = _esc_expr(pl.col("side").cast(pl.String).fill_null(""))
+    side = pl.col("side_e")
     p_in = _finite("entry_price").round_sig_figs(6)
     p_out = _finite("exit_price").round_sig_figs(6)
     p_in_s = p_in.cast(pl.String).str.replace(r"\.0$", "").fill_null(DASH)
     p_out_s = p_out.cast(pl.String).str.replace(r"\.0$", "").fill_null(DASH)
     body = pl.concat_str(
         pl.lit("<br>qty "), _qty_expr("quantity"), pl.lit(" @ "), p_in_s, pl.lit(" \u2192 "), p_out_s,
-        pl.lit("<br>pnl "), _money_expr("pnl"), pl.lit(" ("), _pct_expr("return_pct"), pl.lit(")"),
+        pl.lit("<br>pnl "), pl.col("pnl_s"), pl.lit(" ("), pl.col("ret_s"), pl.lit(")"),
     )
     open_s = pl.when(is_open).then(pl.lit(" (open)")).otherwise(pl.lit(""))
-    reason = _esc_expr(pl.col("exit_reason").cast(pl.String).fill_null(""))
+    reason = pl.col("reason_e")
     tr = tr.select(
         "i",
         (pl.col("side") == "long").fill_null(False).alias("long"),
@@ -457,42 +470,22 @@ def _marker_groups(
     )
 
 
-# number formatting as polars expressions (bulk) and python helpers (scalars)
+# number formatting (format specs)
 
-def _money_expr(col: str) -> pl.Expr:
-    return _fmt_fixed(col, 2, thousands=True)
+def _money(v: Any) -> str:
+    """Currency with thousands separators and two decimals: -1234.5 -> '-1,234.50' (missing -> '—')."""
+    return DASH if _is_missing(v) or not math.isfinite(v) else f"{v:,.2f}"
 
 
-def _pct_expr(col: str) -> pl.Expr:
-    """`col` already in percent: 1.234 -> '1.23%' (null/NaN/inf -> '—')."""
-    return (
-        pl.when(_finite(col).is_not_null())
-        .then(pl.concat_str(_fmt_fixed(col, 2, thousands=False), pl.lit("%")))
-        .otherwise(pl.lit(DASH))
-    )
+def _pct_text(v: Any) -> str:
+    """A value already in percent: 1.234 -> '1.23%' (missing -> '—')."""
+    return DASH if _is_missing(v) or not math.isfinite(v) else f"{v:,.2f}%"
 
 
 def _qty_expr(col: str) -> pl.Expr:
     c = _finite(col).round_sig_figs(6)
     s = c.cast(pl.String).str.replace(r"\.0$", "")
     return s.fill_null(DASH)
-
-
-def _fmt_fixed(col: str, decimals: int, *, thousands: bool) -> pl.Expr:
-    """Vectorised fixed-point formatting: -1234.5 -> '-1,234.50' (null/NaN/inf -> '—')."""
-    c = _finite(col)
-    scaled = (c.abs() * 10**decimals).round(0).cast(pl.Int64, strict=False)
-    int_part = (scaled // 10**decimals).cast(pl.String)
-    if thousands:
-        # insert separators: reverse, group by 3, reverse back
-        int_part = (
-            int_part.str.reverse().str.replace_all(r"(\d{3})", "$1,").str.reverse()
-            .str.strip_chars_start(",")
-        )
-    frac = (scaled % 10**decimals).cast(pl.String).str.zfill(decimals)
-    sign = pl.when((c < 0) & (scaled > 0)).then(pl.lit("-")).otherwise(pl.lit(""))
-    body = pl.concat_str(sign, int_part, pl.lit("."), frac) if decimals else pl.concat_str(sign, int_part)
-    return body.fill_null(DASH)
 
 
 def _is_missing(v: Any) -> bool:
@@ -617,7 +610,7 @@ def _trades_table(trades: pl.DataFrame, daily: bool) -> str:
     if n == 0:
         return "<p class=\"note\" id=\"no-trades\">No trades.</p>\n"
     shown = trades.sort("entry_time", nulls_last=True, maintain_order=True).head(MAX_TRADE_ROWS)
-    f = shown.select(
+    f = _with_text(shown).select(
         pl.col("symbol").cast(pl.String).fill_null(""),
         pl.col("side").cast(pl.String).fill_null(""),
         _qty_expr("quantity").alias("qty"),
@@ -625,9 +618,7 @@ def _trades_table(trades: pl.DataFrame, daily: bool) -> str:
         _finite("entry_price").round_sig_figs(6).cast(pl.String).str.replace(r"\.0$", "").fill_null(DASH).alias("p_in"),
         _ts_expr("exit_time", daily, " ").fill_null(DASH).alias("t_out"),
         _finite("exit_price").round_sig_figs(6).cast(pl.String).str.replace(r"\.0$", "").fill_null(DASH).alias("p_out"),
-        _fmt_fixed("pnl", 2, thousands=True).alias("pnl"),
-        _pct_expr("return_pct").alias("ret"),
-        _fmt_fixed("commission", 2, thousands=True).alias("comm"),
+        pl.col("pnl_s"), pl.col("ret_s"), pl.col("comm_s"),
         pl.col("exit_reason").cast(pl.String).fill_null(""),
         pl.col("is_open").fill_null(False),
         pl.col("pnl").cast(pl.Float64).alias("pnl_v"),
@@ -669,6 +660,7 @@ table.kv th{text-align:left;font-weight:600;padding:3px 16px 3px 0;color:var(--m
 table.kv td{padding:3px 0;word-break:break-word}
 .metrics-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:8px}
 .metric{border:1px solid var(--line);border-radius:6px;padding:8px 10px;background:var(--alt)}
+ul.warnings{margin:0;padding-left:20px;color:var(--muted)}ul.warnings li{margin:2px 0}
 .metric .label{color:var(--muted);font-size:12px}.metric .value{font-size:18px;font-weight:600;font-variant-numeric:tabular-nums}
 table.data{width:100%;font-variant-numeric:tabular-nums;font-size:13px}
 table.data th,table.data td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}

@@ -12,6 +12,7 @@ and a strategy is flat while its indicators are warming up.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -141,30 +142,219 @@ def entries_exits(
     return np.where(last_exit > last_ev, 0, state).astype(np.int8)
 
 
-# ----------------------------------------------------------------------------- strategies
+# ----------------------------------------------------------------------------- strategy objects
+PARAM_KINDS = (bool, int, float, str)  # parameter types; bool first, as True is an int too
+
+
+class StrategyError(ValueError):
+    """A bad strategy, parameter or strategy output: a one-line message naming the strategy (its
+    built-in name, file or module), the symbol and the bar where it applies. When the strategy's
+    own code raised, the original exception is the ``__cause__`` (shown with ``--debug``)."""
+
+
 @dataclass(frozen=True)
 class Param:
-    """A strategy parameter: default value, type (int or float), lower bound, description."""
+    """A strategy parameter: default value, type (``bool int float str``: the default's type in a
+    strategy file), lower bound (built-ins only, checked by :meth:`Strategy.check`), description."""
 
-    default: float
+    default: object
     kind: type
-    minimum: float
-    help: str
+    minimum: float | None = None
+    help: str = ""
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """A registered strategy: its name, parameters, one-line description, the number of bars its
-    indicators need (``lookback(params)``) and its signal function
-    ``fn(open, high, low, close, params) -> int8 target in {-1, 0, +1}`` (per bar, on the close)."""
+    """A strategy, built-in or loaded from a file or module (SLICES.md contract 5); both have the
+    same interface.
+
+    ``name``: NAME (file stem or module name by default); ``label``: how messages name it (the
+    built-in name, or the file/module exactly as given to ``--strategy``); ``description``: one
+    line; ``params``: name -> :class:`Param`; ``lookback(params) -> int``: bars needed before the
+    first signal; ``validate(params)``: raises ValueError with a one-line message, or None;
+    exactly one of ``targets(bars, params) -> (T,)`` in {-1, 0, 1} (per-symbol signal form) and
+    ``weights(panel, params) -> (T, N)`` fractions of equity (portfolio form). Built-ins also keep
+    their raw signal function ``fn(open, high, low, close, params) -> int8 (T,)``.
+    """
 
     name: str
     description: str
     params: dict[str, Param]
     lookback: Callable[[dict], int]
-    fn: Callable[..., np.ndarray]
+    fn: Callable[..., np.ndarray] | None = None
+    targets: Callable[[dict, dict], object] | None = None
+    weights: Callable[[dict, dict], object] | None = None
+    validate: Callable[[dict], None] | None = None
+    label: str = ""
+    source: str = "built-in"
+
+    @property
+    def form(self) -> str:
+        """``targets`` (per-symbol signal) or ``weights`` (portfolio weights)."""
+        return "weights" if self.weights is not None else "targets"
+
+    @property
+    def PARAMS(self) -> dict:  # noqa: N802 - the name a strategy file uses
+        """name -> default, as a strategy file declares them."""
+        return {k: p.default for k, p in self.params.items()}
+
+    def check(self, params: dict) -> None:
+        """Apply the lower bounds, then ``validate``. Raises StrategyError ``<label>: <message>``."""
+        for k, spec in self.params.items():
+            if spec.minimum is not None and params[k] < spec.minimum:
+                raise StrategyError(f"{self.label}: --param {k}={params[k]}: must be >= {spec.minimum:g}")
+        if self.validate is None:
+            return
+        try:
+            self.validate(params)
+        except ValueError as exc:
+            raise StrategyError(f"{self.label}: {one_line(exc)}") from exc
+        except Exception as exc:
+            raise StrategyError(f"{self.label}: validate: {type(exc).__name__}: {one_line(exc)}") from exc
+
+    def needed_bars(self, params: dict) -> int:
+        """``lookback(params)`` checked to be an integer >= 0 (StrategyError otherwise)."""
+        try:
+            n = self.lookback(params)
+        except Exception as exc:
+            raise StrategyError(f"{self.label}: lookback: {type(exc).__name__}: {one_line(exc)}") from exc
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise StrategyError(f"{self.label}: lookback(params) must return an integer >= 0 (got {n!r})")
+        return int(n)
 
 
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def fmt_bar_time(t: np.datetime64) -> str:
+    """``2020-01-10`` for a bar at 00:00 UTC, else ``2020-01-10T14:30:00Z`` (command-line style)."""
+    s = str(np.datetime64(t, "s"))
+    return s[:10] if s.endswith("T00:00:00") else s + "Z"
+
+
+def parse_param(label: str, key: str, text: str, spec: Param):
+    """``--param key=text`` parsed to the parameter's type (SLICES.md contract 5): int accepts
+    integer text only (``5``, not ``5.5``), float any finite number, bool
+    ``true/false/1/0/yes/no`` (any case), str the text. Raises StrategyError naming both."""
+    t = text.strip()
+    where = f"--param {key}={text}"
+    if spec.kind is bool:
+        low = t.lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise StrategyError(f"{where}: expected true/false/1/0/yes/no ({label}: {key} is a bool)")
+    if spec.kind is int:
+        if not re.fullmatch(r"[+-]?[0-9]+", t):
+            raise StrategyError(f"{where}: expected an integer ({label}: {key} is an int)")
+        return int(t)
+    if spec.kind is float:
+        try:
+            value = float(t)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise StrategyError(f"{where}: expected a finite number ({label}: {key} is a float)")
+        return value
+    return text
+
+
+def resolve_params(name: str, overrides: dict[str, str]) -> tuple[Strategy, dict]:
+    """Resolve ``--strategy`` (a built-in name, a ``.py`` file, ``package.module`` or
+    ``package.module:attribute``; SLICES.md contract 5) and merge ``overrides`` (the texts of
+    ``--param k=v``) into its defaults, parsed to each parameter's type; then check them.
+
+    Returns (strategy, params). Raises StrategyError (a ValueError) with a one-line message naming
+    the strategy: unknown strategy, bad file, undeclared parameter, wrong type, failed validate.
+    """
+    strat = STRATEGIES.get(name)
+    if strat is None:
+        from .strategy_files import load_strategy  # files and modules only: keeps start-up light
+
+        strat = load_strategy(name)
+    params = strat.PARAMS
+    for key, text in overrides.items():
+        if key not in strat.params:
+            has = f"has {', '.join(strat.params)}" if strat.params else "it takes no parameters"
+            raise StrategyError(f"--param {key}={text}: {strat.label} has no parameter {key!r} ({has})")
+        params[key] = parse_param(strat.label, key, text, strat.params[key])
+    strat.check(params)
+    return strat, params
+
+
+def call_targets(strat: Strategy, bars: dict, params: dict) -> np.ndarray:
+    """Run ``strat.targets`` on one symbol's ``bars`` (SLICES.md contract 5: read-only 1-D arrays
+    ``open high low close volume`` float64, ``timestamp`` datetime64[us], and ``symbol``) and
+    check the result: any bool, integer or float array (or list) of length T with values in
+    {-1, 0, 1}. Returns int8 (T,). Raises StrategyError naming the strategy, the symbol and the
+    first bad bar; an exception inside the strategy becomes
+    ``<label>: <SYMBOL>: <ExceptionType>: <message>`` with the exception as ``__cause__``."""
+    sym, T = bars["symbol"], bars["close"].size
+    where = f"{strat.label}: {sym}"
+    out = _call(strat.targets, bars, params, where)
+    if isinstance(out, np.ndarray) and out.dtype == np.int8 and out.shape == (T,):
+        a = out  # the built-ins' own dtype: only the values need checking
+    else:
+        a = _numeric(out, where, "targets", f"({T},), one value per bar")
+        if a.shape != (T,):
+            raise StrategyError(f"{where}: targets returned shape {a.shape}; expected ({T},), one value per bar")
+    bad = (a != 0) & (a != 1) & (a != -1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        v = a[i]
+        what = "NaN" if a.dtype.kind == "f" and np.isnan(v) else f"value {v.item()!r}"
+        raise StrategyError(f"{where}: targets returned {what} at bar {i} ({fmt_bar_time(bars['timestamp'][i])}); "
+                            "targets must be -1, 0 or 1")
+    return a.astype(np.int8, copy=False)
+
+
+def call_weights(strat: Strategy, panel: dict, params: dict) -> np.ndarray:
+    """Run ``strat.weights`` on the ``panel`` (SLICES.md contract 5: read-only (T, N) arrays
+    ``open high low close volume``, ``timestamp`` (T,), ``symbols`` N names) and check the
+    result: a bool, integer or float (T, N) array; NaN means "no change", infinities are an
+    error. Returns a float64 copy. Raises StrategyError naming the strategy, the bar and the symbol."""
+    T, N = panel["close"].shape
+    where = f"{strat.label}: weights"
+    a = _numeric(_call(strat.weights, panel, params, where), where, "weights", f"({T}, {N}), bars x symbols")
+    if a.shape != (T, N):
+        raise StrategyError(f"{where}: returned shape {a.shape}; expected ({T}, {N}), bars x symbols")
+    a = a.astype(np.float64)  # always a copy
+    inf = np.isinf(a)
+    if inf.any():
+        t, j = np.argwhere(inf)[0]
+        raise StrategyError(f"{where}: infinite weight for {panel['symbols'][j]} at {fmt_bar_time(panel['timestamp'][t])}")
+    return a
+
+
+def _call(fn, data: dict, params: dict, where: str):
+    try:
+        return fn(data, params)
+    except Exception as exc:
+        hint = ""
+        if isinstance(exc, ValueError) and "read-only" in str(exc):
+            hint = " (the bars arrays are read-only: work on a copy, e.g. close = bars['close'].copy())"
+        raise StrategyError(f"{where}: {type(exc).__name__}: {one_line(exc)}{hint}") from exc
+
+
+def _numeric(out, where: str, what: str, expected: str) -> np.ndarray:
+    """``out`` as an array of bools, integers or floats, else StrategyError naming what came back."""
+    try:
+        a = np.asarray(out)
+    except Exception:  # ragged lists and the like
+        raise StrategyError(f"{where}: {what} returned {type(out).__name__} that is not an array; expected {expected}") from None
+    if a.dtype.kind not in "biuf":
+        got = "None" if out is None else f"dtype {a.dtype}" if isinstance(out, np.ndarray) or a.dtype.kind != "O" else type(out).__name__
+        if a.dtype.kind == "O" and out is not None and not isinstance(out, np.ndarray):
+            got = f"{type(out).__name__} of non-numbers"
+        raise StrategyError(f"{where}: {what} returned {got}; expected numbers, shape {expected}")
+    return a
+
+
+# ----------------------------------------------------------------------------- built-in strategies
 def simple_ma(o, h, l, c, p) -> np.ndarray:
     """Fast/slow SMA crossover. Cross up at t: fast[t-1] < slow[t-1] and fast[t] > slow[t] -> +1;
     cross down mirrored -> -1. The position changes only on a cross; flat until the first cross."""
@@ -220,20 +410,32 @@ def breakout(o, h, l, c, p) -> np.ndarray:
     return entries_exits(c > upper, c < lower, c < xl, c > xs)
 
 
+def _builtin(name, description, params, lookback, fn, validate=None) -> Strategy:
+    """A built-in as a strategy object: ``targets(bars, params)`` calls ``fn`` on the bars' prices."""
+    def targets(bars, p):
+        return fn(bars["open"], bars["high"], bars["low"], bars["close"], p)
+    return Strategy(name, description, params, lookback, fn=fn, targets=targets, validate=validate, label=name)
+
+
+def _validate_simple_ma(p: dict) -> None:
+    if p["fast"] >= p["slow"]:
+        raise ValueError(f"needs fast < slow (got fast={p['fast']}, slow={p['slow']})")
+
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in [
-        Strategy(
+        _builtin(
             "simple_ma", "Fast/slow simple-moving-average crossover; trades only on a cross",
             {"fast": Param(10, int, 1, "fast SMA length, bars"), "slow": Param(30, int, 2, "slow SMA length, bars")},
-            lambda p: int(p["slow"]) + 1, simple_ma,
+            lambda p: int(p["slow"]) + 1, simple_ma, _validate_simple_ma,
         ),
-        Strategy(
+        _builtin(
             "momentum", "Rate of change over a lookback against a threshold: long above, short below",
             {"lookback": Param(20, int, 1, "ROC lookback, bars"), "threshold": Param(0.0, float, 0.0, "ROC threshold, fraction")},
             lambda p: int(p["lookback"]) + 1, momentum,
         ),
-        Strategy(
+        _builtin(
             "mean_reversion", "Bollinger z-score: enter beyond the band, exit on reversion toward the mean",
             {
                 "window": Param(20, int, 2, "SMA/std window, bars"),
@@ -242,7 +444,7 @@ STRATEGIES: dict[str, Strategy] = {
             },
             lambda p: int(p["window"]), mean_reversion,
         ),
-        Strategy(
+        _builtin(
             "volatility", "Keltner/ATR volatility breakout around an SMA; exit back through the SMA",
             {
                 "window": Param(20, int, 1, "SMA window, bars"),
@@ -251,41 +453,10 @@ STRATEGIES: dict[str, Strategy] = {
             },
             lambda p: max(int(p["window"]), int(p["atr_window"]) + 1), volatility,
         ),
-        Strategy(
+        _builtin(
             "breakout", "Donchian channel breakout; exit on the opposite (shorter) channel",
             {"window": Param(20, int, 1, "entry channel, bars"), "exit_window": Param(10, int, 1, "exit channel, bars")},
             lambda p: max(int(p["window"]), int(p["exit_window"])) + 1, breakout,
         ),
     ]
 }
-
-
-def resolve_params(name: str, overrides: dict[str, str]) -> tuple[Strategy, dict]:
-    """Look up a strategy and merge ``overrides`` (strings from ``--param k=v``) into its defaults.
-
-    Raises ValueError naming the unknown strategy, unknown parameter, or a bad value.
-    """
-    if name not in STRATEGIES:
-        raise ValueError(f"--strategy: unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
-    strat = STRATEGIES[name]
-    params = {k: p.default for k, p in strat.params.items()}
-    for key, text in overrides.items():
-        if key not in strat.params:
-            raise ValueError(f"--param: {name} has no parameter {key!r} (has {', '.join(strat.params)})")
-        spec = strat.params[key]
-        try:
-            value = float(text)
-            if not math.isfinite(value) or abs(value) > 1e9:
-                raise ValueError(f"--param {key}={text}: must be a finite number below 1e9")
-            if spec.kind is int:
-                if value != int(value):
-                    raise ValueError(f"--param {key}={text}: expected an integer")
-                value = int(value)
-        except ValueError as exc:
-            raise ValueError(str(exc) if str(exc).startswith("--param") else f"--param {key}={text}: expected a number") from None
-        if value < spec.minimum:
-            raise ValueError(f"--param {key}={text}: must be >= {spec.minimum:g}")
-        params[key] = value
-    if name == "simple_ma" and params["fast"] >= params["slow"]:
-        raise ValueError(f"--param: simple_ma needs fast < slow (got fast={params['fast']}, slow={params['slow']})")
-    return strat, params

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -13,7 +14,26 @@ settings.register_profile("ci", parent=settings.get_profile("default"), max_exam
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
+def use_empty_default_store(tmp_path_factory, monkeypatch) -> None:
+    """No named store and a HOME without ``~/.gpt-trader/store``: the default store is empty, so
+    the embedded sample is read and a developer's real store never leaks into tests. (A named
+    store, ``--store`` or $GPT_TRADER_STORE, never falls back to the sample: SLICES.md contract 1.)"""
+    monkeypatch.delenv("GPT_TRADER_STORE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+
+
 @pytest.fixture(autouse=True)
 def empty_store(tmp_path_factory, monkeypatch):
-    """Point GPT_TRADER_STORE at an empty folder so a developer's real store never leaks into tests."""
-    monkeypatch.setenv("GPT_TRADER_STORE", str(tmp_path_factory.mktemp("store")))
+    """Every test starts with an empty default store (see :func:`use_empty_default_store`)."""
+    use_empty_default_store(tmp_path_factory, monkeypatch)
+
+
+SP500 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sp500_daily_2015_2020.parquet"
+
+
+@pytest.fixture(scope="session")
+def sp500() -> Path:
+    """The shared S&P 500 daily file (../shared/data); the test is skipped when it is absent."""
+    if not SP500.exists():
+        pytest.skip(f"shared data not present ({SP500})")
+    return SP500

@@ -29,13 +29,6 @@ SCHEMA = {
     "symbol": pl.String, "timestamp": UTC_US, "open": pl.Float64, "high": pl.Float64,
     "low": pl.Float64, "close": pl.Float64, "volume": pl.Float64,
 }
-SP500 = ROOT.parent / "shared" / "data" / "sp500_daily_2015_2020.parquet"
-
-
-@pytest.fixture(autouse=True)
-def _empty_store(tmp_path_factory, monkeypatch):
-    """A developer's real store must never leak into these tests."""
-    monkeypatch.setenv("GPT_TRADER_STORE", str(tmp_path_factory.mktemp("empty_store")))
 
 
 def write(path: Path, text: str) -> Path:
@@ -263,16 +256,37 @@ def test_store_extra_columns_are_ignored(tmp_path):
     assert bars.columns == list(SCHEMA)
 
 
-def test_symbol_missing_from_store_comes_from_sample_with_note(tmp_path):
+def test_symbol_missing_from_named_store_is_error(tmp_path, monkeypatch):
+    # Changed with SLICES.md contract 1 "Which store": a named store never falls back to the sample.
     root = make_store(tmp_path / "store", XYZ=store_frame())
-    bars, report = load_bars(["XYZ", "AAPL"], store=root)
+    with pytest.raises(DataError, match=r"--symbols: AAPL has no 1d bars in store .*store"):
+        load_bars(["XYZ", "AAPL"], store=root)
+    monkeypatch.setenv("GPT_TRADER_STORE", str(root))
+    with pytest.raises(DataError, match="AAPL"):
+        load_bars(["AAPL"])
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_named_store_must_be_a_folder(tmp_path, monkeypatch, how):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for target, needle in ((tmp_path / "nope", "no such folder"), (afile, "not a folder")):
+        if how == "env":
+            monkeypatch.setenv("GPT_TRADER_STORE", str(target))
+        with pytest.raises(DataError, match=needle) as exc:
+            load_bars(["AAPL"], store=target if how == "option" else None)
+        assert ("--store" if how == "option" else "$GPT_TRADER_STORE") in str(exc.value)
+
+
+def test_symbol_missing_from_default_store_comes_from_sample_with_note():
+    root = make_store(Path.home() / ".gpt-trader" / "store", XYZ=store_frame())
+    bars, report = load_bars(["XYZ", "AAPL"])
     assert sorted(bars["symbol"].unique().to_list()) == ["AAPL", "XYZ"]
     sample = pl.read_parquet(SAMPLE_ROOT / "bars" / "1d" / "AAPL.parquet")
     aapl = bars.filter(pl.col("symbol") == "AAPL").drop("symbol")
     polars.testing.assert_frame_equal(aapl, sample.select(aapl.columns))
-    notes = [n for n in report.notes if "embedded sample" in n]
-    assert len(notes) == 1 and "AAPL" in notes[0] and "XYZ" not in notes[0]
-    assert str(root) in notes[0]
+    assert report.notes == ["note: AAPL 1d from the embedded sample (not in the default store ~/.gpt-trader/store)"]
+    assert root.is_dir()
 
 
 def test_store_symbol_shadows_sample(tmp_path):
@@ -633,9 +647,14 @@ def test_open_above_high_warning_not_error(tmp_path):
     assert len(hits) == 1 and "2020-01-06" in hits[0]
 
 
-def test_sub_penny_warning(tmp_path):
+def test_sub_penny_series_is_suspicious(tmp_path):
+    # Changed with SLICES.md "suspicious series": a sub-penny price used to be only a warning; it is
+    # now treated like invalid data (error when named, excluded when not) unless --keep-suspicious.
     rows = [(day, 0.006, 0.008, 0.005, 0.007, 100) for day in _days(10)]
-    bars, report = load_bars(None, data=[write(tmp_path / "sp.csv", _daily_csv(rows))])
+    path = write(tmp_path / "sp.csv", _daily_csv(rows))
+    with pytest.raises(DataError, match=r"sp.csv: SP 2020-01-01: sub-penny price 0.005 \(placeholder quote\)"):
+        load_bars(["SP"], data=[path])
+    bars, report = load_bars(None, data=[path], keep_suspicious=True)
     assert bars.height == 10
     assert any("SP" in w and "sub-penny" in w for w in report.warnings)
 
@@ -648,12 +667,14 @@ def test_start_end_inclusive(tmp_path):
 
 
 def test_end_date_includes_intraday_bars_of_that_day(tmp_path):
+    # hourly bars (the file used to have 0h, 9h, 23h bars, a spacing that is no timeframe any more)
     text = "datetime,open,high,low,close,volume\n" + "\n".join(
-        f"2020-01-0{day} {h:02d}:00:00,1,2,0.5,1.5,1" for day in (2, 3) for h in (0, 9, 23))
-    bars, _ = load_bars(None, data=[write(tmp_path / "h.csv", text)], end="2020-01-02")
-    assert bars["timestamp"].to_list() == [d(2, hour=0), d(2, hour=9), d(2, hour=23)]
+        f"2020-01-0{day} {h:02d}:00:00,1,2,0.5,1.5,1" for day in (2, 3) for h in range(24))
+    bars, report = load_bars(None, data=[write(tmp_path / "h.csv", text)], end="2020-01-02")
+    assert bars["timestamp"].to_list() == [d(2, hour=h) for h in range(24)]
+    assert report.timeframe == "1h"
     bars, _ = load_bars(None, data=[write(tmp_path / "h.csv", text)], start="2020-01-02T09:00:00", end="2020-01-03T00:00:00")
-    assert bars["timestamp"].to_list() == [d(2, hour=9), d(2, hour=23), d(3, hour=0)]
+    assert bars["timestamp"].to_list() == [d(2, hour=h) for h in range(9, 24)] + [d(3, hour=0)]
 
 
 def test_start_end_on_store():
@@ -669,20 +690,14 @@ def test_parse_when():
 
 
 # ----------------------------------------------------------------------------- the shared S&P 500 file
-@pytest.fixture
-def sp500() -> Path:
-    if not SP500.exists():
-        pytest.skip(f"shared data not present ({SP500})")
-    return SP500
-
-
 def test_sp500_file_loads_as_it_is(sp500):
     bars, report = load_bars(None, data=[sp500])
     assert bars.schema == pl.Schema(SCHEMA)
     syms = set(bars["symbol"].unique().to_list())
-    assert len(syms) == 479
-    assert not syms & {"CBS", "STI", "VIAB"}
-    for sym in ("CBS", "STI", "VIAB"):
+    # 482 symbols; CBS, STI, VIAB are invalid and BHF, SCG suspicious (sub-penny placeholder quotes)
+    assert len(syms) == 477
+    assert not syms & {"CBS", "STI", "VIAB", "BHF", "SCG"}
+    for sym in ("CBS", "STI", "VIAB", "BHF", "SCG"):
         hits = [w for w in report.warnings if sym in w and "excluded" in w]
         assert len(hits) == 1, sym
     # total-return adjusted: the loaded close is the file's adj_close
@@ -739,8 +754,9 @@ def test_csv_and_parquet_load_identically(tmp_path, frame):
     csv, pq = tmp_path / "prop.csv", tmp_path / "prop.parquet"
     frame.write_csv(csv)
     frame.write_parquet(pq)
-    from_csv, _ = load_bars(None, data=[csv])
-    from_pq, _ = load_bars(None, data=[pq])
+    # random prices make jumps > 5x: keep suspicious series, this test is about reading
+    from_csv, _ = load_bars(None, data=[csv], keep_suspicious=True)
+    from_pq, _ = load_bars(None, data=[pq], keep_suspicious=True)
     polars.testing.assert_frame_equal(from_csv, from_pq, rel_tol=1e-12, abs_tol=0.0)
     # and both equal the input, sorted, in the contract's schema
     expected = frame.select(
@@ -751,23 +767,32 @@ def test_csv_and_parquet_load_identically(tmp_path, frame):
     polars.testing.assert_frame_equal(from_pq, expected)
 
 
-def test_extreme_jump_is_warned_before_minor_findings(tmp_path):
-    from slices.backtest.bars import load_bars
-
+def test_extreme_jump_is_suspicious_unless_kept(tmp_path):
+    # Changed with SLICES.md "suspicious series": a x6 close jump used to be a warning listed first;
+    # it now excludes the symbol (unnamed), is an error (named), or a warning with --keep-suspicious.
     n = 30
     stamps = pl.Series(np.datetime64("2020-01-01", "us") + np.arange(n) * np.timedelta64(1, "D")).dt.replace_time_zone("UTC")
     close = np.full(n, 10.0)
     close[20:] = 60.0  # x6 overnight: an unadjusted reverse split or a bad quote
-    vol = np.full(n, 1e5)
-    vol[3] = 0.0  # a minor finding on the same symbol
-    pl.DataFrame({"symbol": "JMP", "timestamp": stamps, "open": close, "high": close * 1.01, "low": close * 0.99,
-                  "close": close, "volume": vol}).write_parquet(tmp_path / "j.parquet")
-    _, report = load_bars(None, data=[str(tmp_path / "j.parquet")])
-    assert "extreme price jump" in report.warnings[0] and "JMP" in report.warnings[0] and "x6" in report.warnings[0]
-    assert any("zero-volume" in w for w in report.warnings[1:])
-    # a 4x move is not an extreme jump
+
+    def frame(sym, c):
+        return pl.DataFrame({"symbol": sym, "timestamp": stamps, "open": c, "high": c * 1.01, "low": c * 0.99,
+                             "close": c, "volume": 1e5})
+
+    path = tmp_path / "j.parquet"
+    pl.concat([frame("JMP", close), frame("OK", np.full(n, 10.0))]).write_parquet(path)
+    bars, report = load_bars(None, data=[str(path)])
+    assert bars["symbol"].unique().to_list() == ["OK"]
+    assert report.warnings == [f"{path}: JMP 2020-01-21: close jumps x6.00 (bad quote or unadjusted split); symbol excluded"]
+    with pytest.raises(DataError, match=r"JMP 2020-01-21: close jumps x6.00 .*--keep-suspicious"):
+        load_bars(["JMP"], data=[str(path)])
+    bars, report = load_bars(["JMP"], data=[str(path)], keep_suspicious=True)
+    assert bars.height == n and "x6.00" in report.warnings[0]
+    # a 4x move is not suspicious; a fall to under 1/5 is
     close[20:] = 40.0
-    pl.DataFrame({"symbol": "JMP", "timestamp": stamps, "open": close, "high": close * 1.01, "low": close * 0.99,
-                  "close": close, "volume": 1e5}).write_parquet(tmp_path / "k.parquet")
-    _, report = load_bars(None, data=[str(tmp_path / "k.parquet")])
-    assert not any("jump" in w for w in report.warnings)
+    frame("JMP", close).write_parquet(path)
+    assert load_bars(None, data=[str(path)])[1].warnings == []
+    close[20:] = 1.0
+    frame("JMP", close).write_parquet(path)
+    with pytest.raises(DataError, match=r"close jumps x0.10"):
+        load_bars(["JMP"], data=[str(path)])

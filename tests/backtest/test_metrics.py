@@ -32,12 +32,17 @@ def test_equity_metrics_follow_empyrical(eq, ann):
     downside = math.sqrt(sum(min(x, 0) ** 2 for x in r) / len(r)) * math.sqrt(ann)
     if downside > 0:
         assert m["sortino"] == pytest.approx(mean * ann / downside, rel=1e-9)
-    peak, mdd, run, longest = eq[0], 0.0, 0, 0
-    for v in eq:
-        peak = max(peak, v)
+    # duration (SLICES.md shared definitions, changed from "longest run of bars below a peak"):
+    # bars from a peak to the first bar that regains it, or to the last bar when never regained
+    peak, peak_i, mdd, longest = eq[0], 0, 0.0, 0
+    for i, v in enumerate(eq):
+        if v >= peak:
+            if i - peak_i > 1 or (i - peak_i == 1 and eq[i - 1] < peak):
+                longest = max(longest, i - peak_i)
+            peak, peak_i = v, i
         mdd = min(mdd, v / peak - 1)
-        run = run + 1 if v < peak else 0
-        longest = max(longest, run)
+    if eq[-1] < peak:
+        longest = max(longest, len(eq) - 1 - peak_i)
     assert m["max_drawdown"] == pytest.approx(mdd, abs=1e-15)
     assert m["max_drawdown_duration"] == longest
     if mdd < 0:
@@ -68,16 +73,36 @@ def test_trade_metrics_without_trades_or_losses():
     assert m["profit_factor"] is None and m["kelly"] == 1.0
 
 
-def test_periods_per_year_from_spacing():
+def test_periods_per_year_by_timeframe():
+    # Changed with SLICES.md shared definitions: periods come from the timeframe (1d 252, 1w 52,
+    # 1mo 12) and, intraday, from the data's own bars per year (it was 252 x bars per day).
     day = np.datetime64("2020-01-06", "us") + np.arange(30) * np.timedelta64(1, "D")
-    assert M.periods_per_year(day) == 252
-    week = np.datetime64("2020-01-06", "us") + np.arange(30) * np.timedelta64(7, "D")
-    assert M.periods_per_year(week) == 52
+    assert M.periods_per_year("1d", day) == 252
+    assert M.periods_per_year("1w", day) == 52
+    assert M.periods_per_year("1mo", day) == 12
+    # round the clock hourly bars: 24 x 365.25 per year
     hours = np.datetime64("2020-01-06", "us") + np.arange(24 * 10) * np.timedelta64(1, "h")
-    assert M.periods_per_year(hours) == 252 * 24
-    # a US session of 1-minute bars: 390 per day
-    minutes = np.concatenate([np.datetime64(f"2020-01-0{d}T14:30", "us") + np.arange(390) * np.timedelta64(1, "m") for d in (6, 7, 8)])
-    assert M.periods_per_year(minutes) == 252 * 390
+    assert M.periods_per_year("1h", hours) == pytest.approx(24 * 365.25)
+    # 24/5 FX: 120 bars a week over 4 weeks (Sunday 22:00 to Friday 22:00 UTC)
+    weeks = np.concatenate([np.datetime64("2020-01-05T22:00", "us") + np.timedelta64(7 * w, "D")
+                            + np.arange(120) * np.timedelta64(1, "h") for w in range(4)])
+    n, span_s = weeks.size, (weeks[-1] - weeks[0]) / np.timedelta64(1, "s")
+    assert M.periods_per_year("1h", weeks) == pytest.approx((n - 1) * 365.25 * 86400 / span_s)
+    assert 120 * 52 < M.periods_per_year("1h", weeks) < 24 * 365.25
+    # duplicates do not count twice
+    assert M.periods_per_year("1h", np.concatenate([hours, hours])) == pytest.approx(24 * 365.25)
+
+
+@pytest.mark.parametrize("equity, duration", [
+    ([1, 2, 1, 1, 1, 2], 4),  # the SLICES.md example: peak at bar 1, regained at bar 5
+    ([1, 2, 3], 0),
+    ([3, 2, 1], 2),  # never regained: to the last bar
+    ([1, 0.5, 1, 0.5, 0.5, 0.5], 3),  # the open drawdown at the end is the longest
+    ([2, 1, 2, 1, 1, 2, 1], 3),
+    ([5], 0),
+])
+def test_max_drawdown_duration_peak_to_recovery(equity, duration):
+    assert M.max_drawdown_duration(np.array(equity, dtype=float)) == duration
 
 
 def test_all_metrics_has_every_name_in_order():

@@ -310,3 +310,44 @@ def test_non_finite_values_become_gaps(tmp_path):
     page = _write(tmp_path, equity=eq)
     assert _js_var(page, "EQUITY_FIG")["data"][1]["y"][3] is None
     assert not re.search(r"[\[,:](NaN|Infinity)[,\]}]", page.replace(_plotly_js_text(), ""))
+
+
+def test_hostile_texts_that_reach_the_page_never_appear_raw(tmp_path):
+    # strategy names, parameters, warnings and trade texts come from users' files and data
+    evil = "X</script><b>&\"'<!--"
+    trades = _trades([("AAPL", "long", 1, 5, 1234567.891, False)]).with_columns(exit_reason=pl.lit(evil))
+    out = write_report(
+        tmp_path / "report.html", title=f"{evil} backtest",
+        run={"strategy": evil, "params": {evil: evil}, "symbols": ["AAPL"]}, metrics=_metrics(),
+        per_symbol={"AAPL": _metrics()}, equity=_equity(), trades=trades, prices=_prices(["AAPL"]),
+        warnings=[f"data.csv: AAPL 2020-01-02: {evil}; symbol excluded"],
+    )
+    page = out.read_text(encoding="utf-8").replace(_plotly_js_text(), "")
+    assert evil not in page and "</script><b>" not in page and "<!--" not in page
+    escaped = "X&lt;/script&gt;&lt;b&gt;&amp;&quot;&#x27;&lt;!--"
+    assert escaped in _section(page, "warnings") and escaped in _section(page, "settings")
+    assert escaped in _section(page, "trades")
+    # the hover text of the exit marker carries the escaped reason and money with a thousands separator
+    exits = _js_var(page, "PRICE_DATA")["symbols"][0]["ex"][2]
+    assert escaped in exits[0] and "1,234,567.89" in exits[0]
+    parser = _Attrs()
+    parser.feed(page)
+    assert parser.tags.count("script") == 2 and "b" not in parser.tags
+
+
+def test_warnings_section_lists_every_warning(tmp_path):
+    out = write_report(tmp_path / "r.html", title="t", run={}, metrics=_metrics(), per_symbol={}, equity=_equity(),
+                       trades=_trades([]), prices={}, warnings=["one", "two & three"])
+    section = _section(out.read_text(encoding="utf-8"), "warnings")
+    assert "Warnings (2)" in section and "<li>one</li><li>two &amp; three</li>" in section
+    out = write_report(tmp_path / "r.html", title="t", run={}, metrics=_metrics(), per_symbol={}, equity=_equity(),
+                       trades=_trades([]), prices={})
+    assert "No warnings." in _section(out.read_text(encoding="utf-8"), "warnings")
+
+
+def test_js_json_cannot_end_the_script():
+    from slices.backtest.report import _js_json
+
+    text = _js_json({"a": "</script><!-- x"})
+    assert "</" not in text and "<!--" not in text
+    assert json.loads(text) == {"a": "</script><!-- x"}
