@@ -32,7 +32,7 @@ def main(repeats: int = 3) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             st = Store(Path(tmp) / "store")
             t0 = time.perf_counter()
-            reports = import_files(st, [SP500])
+            reports, _ = import_files(st, [SP500])
             imports.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             targets = [Target(s, "1d", st.read("1d", s), "store") for s in st.symbols("1d")]

@@ -8,7 +8,14 @@ same way.
 
 
 class DataError(Exception):
-    """Bad input or a failed operation; the message names what and where (file, symbol, time)."""
+    """Bad input or a failed operation; the message names what and where (file, symbol, time).
+
+    ``warnings``: lines the CLI prints as ``warning:`` before the error (e.g. the symbols that
+    were excluded before none was left)."""
+
+    def __init__(self, message: str = "", warnings: list[str] | None = None):
+        super().__init__(message)
+        self.warnings = list(warnings or [])
 
 
 class ProviderError(DataError):

@@ -7,9 +7,12 @@ prices finite and > 0, ``low <= min(open, close)``, ``high >= max(open, close)``
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import polars as pl
 
 from slices.data.errors import DataError
@@ -78,17 +81,20 @@ def cast_frame(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def bad_row_mask() -> pl.Expr:
-    """Expression: True where a row breaks the store's price rules.
-
-    A price is bad when it is null, NaN, infinite or <= 0; the row is inconsistent when
-    ``high < max(open, close)``, ``low > min(open, close)`` or ``high < low`` (beyond
-    ``OHLC_RTOL``). Source: SLICES.md contract 1.
-    """
+def price_fault_mask() -> pl.Expr:
+    """Expression: True where a row breaks contract 1's price rules: a price null, NaN,
+    infinite or <= 0, or ``high < low``. Every write to the store checks it."""
     bad_price = pl.any_horizontal(
         [pl.col(c).is_null() | ~pl.col(c).is_finite() | (pl.col(c) <= 0) for c in PRICE_COLUMNS]
     )
-    return bad_price.fill_null(True) | ohlc_inconsistent_mask().fill_null(False)
+    return bad_price.fill_null(True) | (pl.col("high") < pl.col("low")).fill_null(False)
+
+
+def bad_row_mask() -> pl.Expr:
+    """Expression: True where a provider row is dropped: ``price_fault_mask`` or inconsistent
+    OHLC (``high < max(open, close)`` or ``low > min(open, close)`` beyond ``OHLC_RTOL``).
+    Source: SLICES.md contract 1 (the data slice writes only consistent provider bars)."""
+    return price_fault_mask() | ohlc_inconsistent_mask().fill_null(False)
 
 
 def ohlc_inconsistent_mask() -> pl.Expr:
@@ -166,20 +172,139 @@ def clean_for_store(df: pl.DataFrame, symbol: str, where: str) -> CleanResult:
     return CleanResult(df, warnings)
 
 
-def infer_timeframe(timestamps: pl.Series, where: str) -> str:
-    """Infer the timeframe from the median spacing of sorted unique timestamps.
+# Shared definitions (SLICES.md): spacings matched within +-10 %, then day ranges.
+SPACING_TIMEFRAMES: dict[str, int] = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400}
+DAY_RANGES: tuple[tuple[str, float, float], ...] = (("1d", 20 / 24, 4.0), ("1w", 4.0, 10.0), ("1mo", 25.0, 35.0))
 
-    The median spacing is matched to the nearest of ``TIMEFRAMES``; daily data (spacing of one
-    or more days, weekends included) maps to ``1d``. Raises ``DataError`` when there are fewer
-    than two bars or the spacing matches none (then pass ``--timeframe``).
-    """
+
+def _spacing_text(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.4g} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.4g} hours"
+    if seconds >= 60:
+        return f"{seconds / 60:.4g} minutes"
+    return f"{seconds:.4g} seconds"
+
+
+def _spacings(timestamps: pl.Series) -> pl.Series:
+    """Seconds between consecutive sorted unique timestamps (Float64)."""
     ts = timestamps.drop_nulls().unique().sort()
-    if ts.len() < 2:
-        raise DataError(f"{where}: cannot infer the timeframe from fewer than 2 bars; pass --timeframe")
-    med = ts.diff().drop_nulls().dt.total_seconds().median()
-    if med >= 86400 * 0.9:
+    return (ts.diff().drop_nulls().dt.total_microseconds() / 1e6).cast(pl.Float64)
+
+
+def _timeframe_of(spacings: pl.Series, where: str) -> str:
+    if spacings.len() == 0:
         return "1d"
-    for tf, secs in TIMEFRAME_SECONDS.items():
+    med = float(spacings.median())
+    for tf, secs in SPACING_TIMEFRAMES.items():
         if abs(med - secs) <= 0.1 * secs:
             return tf
-    raise DataError(f"{where}: median bar spacing {med:.0f}s matches no timeframe; pass --timeframe")
+    days = med / 86400
+    for tf, lo, hi in DAY_RANGES:
+        if (lo <= days <= hi) if tf != "1w" else (lo < days <= hi):
+            return tf
+    raise DataError(f"{where}: median bar spacing {_spacing_text(med)} matches no timeframe "
+                    f"(pass bars of 1m 5m 15m 30m 1h 4h 1d 1w or 1mo spacing)")
+
+
+def infer_timeframe(timestamps: pl.Series, where: str) -> str:
+    """Timeframe of bars (SLICES.md shared definitions): the median spacing of the sorted unique
+    timestamps, matched to the nearest of 1m 5m 15m 30m 1h 4h within +-10 %; 20 hours up to 4
+    days is ``1d``, over 4 up to 10 days ``1w``, 25 to 35 days ``1mo``; a single bar is ``1d``.
+
+    Returns one of those labels (the store holds only ``TIMEFRAMES``: see ``store_timeframe``).
+    Raises ``DataError`` naming the spacing when it matches none.
+    """
+    return _timeframe_of(_spacings(timestamps), where)
+
+
+def infer_timeframes(series: dict[str, pl.Series], where: dict[str, str]) -> dict[str, str]:
+    """``infer_timeframe`` per symbol. A symbol whose own spacing matches no timeframe (the
+    shared S&P file's SNI: two bars 60 days apart) takes the timeframe of all the symbols'
+    spacings pooled, when there are other symbols and that one matches; else ``DataError``."""
+    out: dict[str, str] = {}
+    odd: list[str] = []
+    for sym, ts in series.items():
+        try:
+            out[sym] = infer_timeframe(ts, where[sym])
+        except DataError:
+            odd.append(sym)
+    if odd:
+        if len(series) == 1:
+            infer_timeframe(series[odd[0]], where[odd[0]])  # raises with the symbol's own spacing
+        pooled = _timeframe_of(pl.concat([_spacings(ts) for ts in series.values()]),
+                               f"{where[odd[0]]} (and all symbols together)")
+        out.update({sym: pooled for sym in odd})
+    return out
+
+
+def store_timeframe(inferred: str, given: str | None, where: str) -> str:
+    """The store timeframe for bars whose spacing is ``inferred``: ``given`` (``--timeframe``)
+    must agree with it, and it must be one the store holds. ``DataError`` otherwise."""
+    if given is not None and given != inferred:
+        raise DataError(f"{where}: the bars are {inferred}, not {given} (--timeframe)")
+    if inferred not in TIMEFRAMES:
+        raise DataError(f"{where}: {inferred} bars cannot be stored (the store holds {' '.join(TIMEFRAMES)})")
+    return inferred
+
+
+# Suspicious series (SLICES.md shared definitions).
+SUB_PENNY = 0.01
+MAX_CLOSE_RATIO = 5.0
+
+
+def first_suspicious(low_price: np.ndarray, close: np.ndarray) -> tuple[int, str, int] | None:
+    """The suspicious-series rule on one symbol's sorted bars.
+
+    ``low_price``: the lowest of open/high/low/close per bar; ``close``: the closes. A bar is
+    suspicious when a price is below 0.01 (a sub-penny placeholder quote) or its close is more
+    than 5 times, or less than 1/5 of, the previous close (a bad quote or an unadjusted split;
+    bars are split-adjusted). Returns (index of the first such bar, reason text, number of such
+    bars) or None. Reason texts: ``sub-penny price 0.0063 (placeholder quote)``,
+    ``close jumps x11,920.00 (bad quote or unadjusted split)``.
+    """
+    sub = low_price < SUB_PENNY
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.concatenate(([1.0], close[1:] / close[:-1]))
+    jump = (ratio > MAX_CLOSE_RATIO) | (ratio < 1 / MAX_CLOSE_RATIO)
+    hit = np.flatnonzero(sub | jump)
+    if hit.size == 0:
+        return None
+    i = int(hit[0])
+    if sub[i]:
+        return i, f"sub-penny price {fmt_price(float(low_price[i]))} (placeholder quote)", int(hit.size)
+    r = float(ratio[i])
+    shown = f"{r:,.2f}" if r >= 0.01 else np.format_float_positional(r, precision=3, fractional=False, trim="-")
+    return i, f"close jumps x{shown} (bad quote or unadjusted split)", int(hit.size)
+
+
+def fmt_price(x: float) -> str:
+    """A price at its own precision, no exponent and no float noise: a value that is exactly
+    a 32-bit float (many feeds store those) prints as that float's shortest form
+    (``0.006000000052154064`` -> ``0.006``), any other with at most 8 significant digits
+    (``0.9999999999999999`` -> ``1``)."""
+    if x is None:
+        return "null"
+    if not math.isfinite(x):
+        return str(x)
+    if float(np.float32(x)) == x:
+        return np.format_float_positional(np.float32(x), trim="-")
+    return np.format_float_positional(float(f"{x:.8g}"), trim="-")
+
+
+def fmt_time(value, daily: bool | None = None) -> str:
+    """ISO-8601 UTC: ``2020-01-10`` for daily bars, ``2020-01-10T14:30:00Z`` otherwise.
+
+    ``value``: a datetime or int microseconds since the epoch. ``daily=None``: a date when the
+    time is 00:00:00."""
+    if value is None:
+        return "-"
+    if isinstance(value, (int, np.integer)):
+        value = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(value))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    value = value.astimezone(timezone.utc)
+    if daily is None:
+        daily = (value.hour, value.minute, value.second, value.microsecond) == (0, 0, 0, 0)
+    return value.strftime("%Y-%m-%d" if daily else "%Y-%m-%dT%H:%M:%SZ")

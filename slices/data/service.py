@@ -15,9 +15,9 @@ import polars as pl
 
 from slices.data import calendars
 from slices.data.errors import DataError, EmptyResponseError, ProviderError
-from slices.data.loader import read_bar_file
+from slices.data.loader import Issue, load_bars
 from slices.data.providers import Bars, Provider, RetryPolicy, bar_step, fetch_with_failover, no_provider_usable
-from slices.data.schema import check_symbol, check_timeframe, clean_for_store, infer_timeframe
+from slices.data.schema import check_symbol, infer_timeframes, store_timeframe
 from slices.data.store import SAMPLE_ROOT, Store, iso, merge_bars, utc_now
 from slices.data.validate import Finding, Rules, summarize, validate_frame
 
@@ -210,26 +210,32 @@ def update_symbols(
 
 
 def import_files(store: Store, paths: Iterable[str | Path], timeframe: str | None = None,
-                 adjust: bool = True) -> list[SymbolReport]:
-    """Import CSV/Parquet bar files (SLICES.md contract 2) into the store.
+                 adjust: bool = True, symbols: Iterable[str] = (), start: datetime | None = None,
+                 end: datetime | None = None, keep_suspicious: bool = False) -> tuple[list[SymbolReport], list[Issue]]:
+    """Import bar files into the store: exactly what contract 2 yields (``loader.load_bars``).
 
-    Every file is read and cleaned (``clean_for_store``) before anything is written, so a bad
-    file raises ``DataError`` and leaves the store untouched. The imported range of a symbol
-    replaces stored bars in that range. Timeframe: ``timeframe`` or inferred per symbol.
+    Every file is read and checked before anything is written: a reading fault, a named symbol
+    that breaks rule 11 or 13, a timeframe that disagrees with ``timeframe`` or that the store
+    cannot hold raises ``DataError`` and leaves the store untouched. Unnamed invalid symbols
+    are excluded (an ``excluded`` warning) and never touch their stored bars. Per symbol, the
+    imported bars replace the stored bars of the same timestamps; the rest is kept.
+    Returns (one report per imported symbol, every warning).
     """
-    staged = []
-    for path in paths:
-        for ls in read_bar_file(path, adjust=adjust):
-            tf = check_timeframe(timeframe) if timeframe else infer_timeframe(ls.frame["timestamp"], f"{path}: {ls.symbol}")
-            res = clean_for_store(ls.frame, ls.symbol, str(path))
-            staged.append((ls, tf, res))
+    paths = list(paths)
+    loaded = load_bars(paths, list(symbols), start, end, adjust, keep_suspicious)
+    where = {sb.symbol: f"{', '.join(sb.sources)}: {sb.symbol}" for sb in loaded.bars}
+    tfs = infer_timeframes({sb.symbol: sb.frame["timestamp"] for sb in loaded.bars}, where)
+    # a single bar has no spacing: it is 1d unless -t says otherwise
+    staged = [(sb, store_timeframe(timeframe if timeframe and sb.frame.height < 2 else tfs[sb.symbol], timeframe,
+                                   where[sb.symbol])) for sb in loaded.bars]
     out = []
     with store.lock():
-        for ls, tf, res in staged:
-            rep = SymbolReport(ls.symbol, tf, provider="import", warnings=ls.warnings + res.warnings)
-            rep.rows, merged = write_merged(store, ls.symbol, tf, res.frame, "replace_range", "import", ls.adjusted, ls.source)
+        for sb, tf in staged:
+            rep = SymbolReport(sb.symbol, tf, provider="import", warnings=[w.text for w in sb.warnings])
+            rep.rows, merged = write_merged(store, sb.symbol, tf, sb.frame, "upsert", "import", sb.adjusted,
+                                            ", ".join(sb.sources))
             out.append(_totals(rep, merged))
-    return out
+    return out, loaded.warnings
 
 
 @dataclass
@@ -242,11 +248,12 @@ class Target:
     origin: str
 
 
-def validate_targets(targets: list[Target], calendar: str, asof: datetime | None, rules: Rules | None = None) -> list[Finding]:
+def validate_targets(targets: list[Target], calendar: str, asof: datetime | None, rules: Rules | None = None,
+                     keep_suspicious: bool = False) -> list[Finding]:
     """Run ``validate_frame`` over every target; findings in target order."""
     out: list[Finding] = []
     for t in targets:
-        out.extend(validate_frame(t.frame, t.symbol, t.timeframe, calendar, asof, rules))
+        out.extend(validate_frame(t.frame, t.symbol, t.timeframe, calendar, asof, rules, keep_suspicious))
     return out
 
 

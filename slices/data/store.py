@@ -23,7 +23,7 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from slices.data.errors import DataError
-from slices.data.schema import COLUMNS, SCHEMA, TIMEFRAMES, bad_row_mask, check_symbol, check_timeframe
+from slices.data.schema import COLUMNS, SCHEMA, TIMEFRAMES, check_symbol, check_timeframe, price_fault_mask
 
 META_KEY = "gpt_trader"
 META_VERSION = 1
@@ -39,6 +39,23 @@ def resolve_root(store: str | os.PathLike | None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".gpt-trader" / "store"
+
+
+def open_store(store: str | os.PathLike | None, writing: bool = False) -> "Store":
+    """The store a command uses (SLICES.md, "Which store").
+
+    A path that is a file is an error. A store the user names (``store`` or
+    ``$GPT_TRADER_STORE``) that does not exist is an error for reading commands; writing
+    commands (``writing=True``) create it on their first write. Raises ``DataError``.
+    """
+    root = resolve_root(store)
+    named = bool(store) or bool(os.environ.get("GPT_TRADER_STORE"))
+    if root.exists() and not root.is_dir():
+        raise DataError(f"store {root} is a file, not a folder")
+    if named and not writing and not root.exists():
+        how = "--store" if store else "$GPT_TRADER_STORE"
+        raise DataError(f"store {root} does not exist (named by {how}); fetch or import into it first")
+    return Store(root, named=named)
 
 
 def utc_now() -> datetime:
@@ -110,10 +127,13 @@ class Store:
     """A bar store rooted at ``root`` (see the module docstring for the layout).
 
     ``read_only`` stores (the embedded sample) refuse every write with ``DataError``.
+    ``named``: the user named this store (``--store`` or ``$GPT_TRADER_STORE``); only the
+    default store falls back to the embedded sample (SLICES.md, "Which store").
     """
 
-    def __init__(self, root: str | os.PathLike, read_only: bool | None = None):
+    def __init__(self, root: str | os.PathLike, read_only: bool | None = None, named: bool = False):
         self.root = Path(root)
+        self.named = named
         if read_only is None:
             read_only = self.root.resolve() == SAMPLE_ROOT
         self.read_only = read_only
@@ -217,15 +237,16 @@ class Store:
 
         ``meta`` is merged over the standard keys ``schema symbol timeframe rows first last``.
         The caller holds ``lock()``. Raises ``DataError`` if ``df`` breaks contract 1 (columns,
-        dtypes, strictly increasing timestamps, finite positive prices, OHLC ordering).
+        dtypes, strictly increasing timestamps, finite positive prices, ``high >= low``).
+        Imported bars may have open or close outside low..high (contract 2 warns, keeps them).
         """
         self.check_writable()
         if list(df.columns) != list(COLUMNS) or dict(df.schema) != SCHEMA:
             raise DataError(f"{symbol} {timeframe}: frame does not match the store schema: {dict(df.schema)}")
         if df.height and not df["timestamp"].is_sorted() or df["timestamp"].is_duplicated().any():
             raise DataError(f"{symbol} {timeframe}: timestamps are not strictly increasing")
-        if df.height and df.select(bad_row_mask().alias("b"))["b"].any():
-            raise DataError(f"{symbol} {timeframe}: non-positive/NaN prices or inconsistent OHLC; not written")
+        if df.height and df.select(price_fault_mask().alias("b"))["b"].any():
+            raise DataError(f"{symbol} {timeframe}: non-positive/NaN prices or high below low; not written")
         full = {
             "schema": META_VERSION,
             "symbol": symbol,
@@ -296,8 +317,9 @@ class Store:
 def merge_bars(old: pl.DataFrame | None, new: pl.DataFrame, mode: str) -> pl.DataFrame:
     """Combine stored bars with new ones (both in store schema, sorted, unique).
 
-    ``mode="replace_range"`` (fetch, import): stored bars inside ``[new.first, new.last]`` are
-    replaced by ``new``, bars outside are kept. ``mode="extend"`` (update): only new bars
+    ``mode="replace_range"`` (fetch): stored bars inside ``[new.first, new.last]`` are
+    replaced by ``new``, bars outside are kept. ``mode="upsert"`` (import, SLICES.md contract
+    2): stored bars at the timestamps of ``new`` are replaced, every other stored bar is kept. ``mode="extend"`` (update): only new bars
     strictly after the last stored bar or strictly before the first are added; stored bars
     are never touched.
     """
@@ -308,6 +330,9 @@ def merge_bars(old: pl.DataFrame | None, new: pl.DataFrame, mode: str) -> pl.Dat
     if mode == "replace_range":
         a, b = new["timestamp"].min(), new["timestamp"].max()
         kept = old.filter((pl.col("timestamp") < a) | (pl.col("timestamp") > b))
+        return pl.concat([kept, new]).sort("timestamp")
+    if mode == "upsert":
+        kept = old.join(new.select("timestamp"), on="timestamp", how="anti")
         return pl.concat([kept, new]).sort("timestamp")
     if mode == "extend":
         a, b = old["timestamp"].min(), old["timestamp"].max()

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from slices.data import calendars
-from slices.data.schema import OHLC_RTOL
+from slices.data.schema import OHLC_RTOL, first_suspicious, fmt_price, fmt_time
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -108,7 +108,7 @@ def _day_dt(day: int) -> datetime:
 
 
 def _fmt(us: int, daily: bool) -> str:
-    return _dt(us).strftime("%Y-%m-%d" if daily else "%Y-%m-%d %H:%M")
+    return fmt_time(int(us), daily)
 
 
 class _Ctx:
@@ -202,7 +202,7 @@ def _sessions(ctx: _Ctx, ts: np.ndarray, code: str, asof: datetime | None, rules
             n_behind = int((behind > days[-1]).sum())
             if n_behind > rules.stale_tolerance:
                 ctx.add("stale_series", "warning", _day_dt(days[-1]), _day_dt(calendars.to_days(due)), n_behind,
-                        f"last bar {last} is {n_behind} {code} session(s) behind {due} (as of {asof:%Y-%m-%d %H:%M} UTC)")
+                        f"last bar {last} is {n_behind} {code} session(s) behind {due} (as of {fmt_time(asof, False)})")
 
 
 def validate_frame(
@@ -212,6 +212,7 @@ def validate_frame(
     calendar: str = "auto",
     asof: datetime | None = None,
     rules: Rules | None = None,
+    keep_suspicious: bool = False,
 ) -> list[Finding]:
     """Check one symbol's bars and return the findings, in check order.
 
@@ -220,10 +221,13 @@ def validate_frame(
     ``calendars.calendar_for``). ``asof``: reference time for the stale-series check (None
     skips it). Kinds and severities:
 
-    - error: ``null_timestamp``, ``unsorted``, ``duplicate``, ``bad_price`` (null, NaN, inf or
-      <= 0), ``ohlc_inconsistent`` (high < max(open, close), low > min(open, close), high < low);
-    - warning: ``missing_sessions``, ``zero_volume``, ``missing_volume``, ``stale_bars``,
-      ``outlier_return``, ``sub_penny``, ``stale_series``;
+    - error (what contract 2 refuses): ``null_timestamp``, ``empty``, ``unsorted``,
+      ``duplicate``, ``bad_price`` (null, NaN, inf or <= 0), ``high_below_low``,
+      ``negative_volume``, ``suspicious_series`` (SLICES.md shared definitions; a warning with
+      ``keep_suspicious``);
+    - warning: ``ohlc_inconsistent`` (open or close outside low..high), ``missing_sessions``,
+      ``zero_volume``, ``missing_volume``, ``stale_bars``, ``outlier_return``, ``sub_penny``,
+      ``stale_series``;
     - info: ``non_session_bar``.
 
     Later checks run on the sorted, de-duplicated rows, and the return-based checks on the
@@ -260,11 +264,16 @@ def validate_frame(
     ctx.add_runs("bad_price", "error", ts, bad, "with a null, NaN, infinite or non-positive price")
     tol = OHLC_RTOL * np.abs(h)
     with np.errstate(invalid="ignore"):
-        incons = ~bad & ((h < np.maximum(o, c) - tol) | (lo > np.minimum(o, c) + tol) | (h < lo - tol))
-    for i in np.flatnonzero(incons).tolist():
-        us = int(ts[i])
-        ctx.add("ohlc_inconsistent", "error", _dt(us), _dt(us), 1,
-                f"OHLC inconsistent at {_fmt(us, ctx.daily)}: open {o[i]:.6g} high {h[i]:.6g} low {lo[i]:.6g} close {c[i]:.6g}")
+        below = ~bad & (h < lo)
+        incons = ~bad & ~below & ((h < np.maximum(o, c) - tol) | (lo > np.minimum(o, c) + tol))
+    for kind, severity, mask, what in (("high_below_low", "error", below, "high below low"),
+                                       ("ohlc_inconsistent", "warning", incons, "open or close outside low..high")):
+        for i in np.flatnonzero(mask).tolist():
+            us = int(ts[i])
+            ctx.add(kind, severity, _dt(us), _dt(us), 1, f"{what} at {_fmt(us, ctx.daily)}: open {fmt_price(o[i])} "
+                    f"high {fmt_price(h[i])} low {fmt_price(lo[i])} close {fmt_price(c[i])}")
+    with np.errstate(invalid="ignore"):
+        ctx.add_runs("negative_volume", "error", ts, v < 0, "with a negative volume")
     if dup.any():
         keep = np.concatenate((d != 0, [True]))  # the last row of each duplicate group
         ts, o, h, lo, c, v, bad = ts[keep], o[keep], h[keep], lo[keep], c[keep], v[keep], bad[keep]
@@ -282,6 +291,11 @@ def validate_frame(
     ctx.add_runs("stale_bars", "warning", ts, same, "identical to the previous bar (open/high/low/close/volume)",
                  min_len=rules.for_tf(rules.stale_repeats, timeframe), extend_back=1)
     good = ~bad
+    sus = first_suspicious(prices.min(axis=0)[good], c[good])
+    if sus is not None:
+        us = int(ts[good][sus[0]])
+        ctx.add("suspicious_series", "warning" if keep_suspicious else "error", _dt(us), _dt(us), sus[2],
+                f"{_fmt(us, ctx.daily)}: {sus[1]}" + ("" if keep_suspicious else "; import would exclude it"))
     _outliers(ctx, ts[good], c[good], rules)
     _sessions(ctx, ts, code, asof, rules)
     return ctx.out

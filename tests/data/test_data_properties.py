@@ -54,7 +54,7 @@ def test_import_then_export_round_trips_exactly(data, src_ext, dst_ext):
         tmp = Path(tmp)
         src = tmp / f"abc{src_ext}"
         df.write_csv(src) if src_ext == ".csv" else df.write_parquet(src)
-        import_files(Store(tmp / "store"), [src], timeframe=tf)
+        import_files(Store(tmp / "store"), [src], timeframe=tf, keep_suspicious=True)  # scale 1e-3 is sub-penny
         assert Store(tmp / "store").read(tf, "ABC").equals(df)
         dst = tmp / f"out{dst_ext}"
         r = CliRunner().invoke(cli, ["export", "ABC", "--timeframe", tf, "--to", str(dst), "--store", str(tmp / "store")])
@@ -64,7 +64,7 @@ def test_import_then_export_round_trips_exactly(data, src_ext, dst_ext):
             back = back.with_columns(pl.col("timestamp").dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
         assert back.equals(df)
         # and the export imports back to the identical store content
-        import_files(Store(tmp / "again"), [dst.rename(tmp / f"abc{dst_ext}")], timeframe=tf)
+        import_files(Store(tmp / "again"), [dst.rename(tmp / f"abc{dst_ext}")], timeframe=tf, keep_suspicious=True)
         assert Store(tmp / "again").read(tf, "ABC").equals(df)
 
 

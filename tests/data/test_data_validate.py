@@ -11,7 +11,7 @@ import pytest
 
 from data_helpers import make_bars
 from slices.data import calendars
-from slices.data.loader import read_bar_file
+from slices.data.loader import raw_symbol_frames, read_file
 from slices.data.store import SAMPLE_ROOT, Store
 from slices.data.validate import Rules, validate_frame
 
@@ -66,17 +66,25 @@ def test_duplicates_and_unsorted_are_errors():
     assert dup.start == BASE["timestamp"][12]
 
 
-@pytest.mark.parametrize("values, kind", [
-    ({"close": 0.0}, "bad_price"),
-    ({"open": float("nan")}, "bad_price"),
-    ({"low": -1.0}, "bad_price"),
-    ({"high": 1.0}, "ohlc_inconsistent"),      # high below open/close
-    ({"low": 1e6, "high": 2e6}, "ohlc_inconsistent"),  # low above open/close
+@pytest.mark.parametrize("values, kind, severity", [
+    ({"close": 0.0}, "bad_price", "error"),
+    ({"open": float("nan")}, "bad_price", "error"),
+    ({"low": -1.0}, "bad_price", "error"),
+    ({"high": 1.0}, "high_below_low", "error"),
+    ({"volume": -5.0}, "negative_volume", "error"),
+    ({"low": 1e6, "high": 2e6}, "ohlc_inconsistent", "warning"),  # low above open/close: usable, warned
+    ({"open": 1e6, "high": 2e6}, "suspicious_series", "error"),  # close jumps x5+ (open too, for OHLC)
 ])
-def test_price_faults_are_errors_at_the_right_bar(values, kind):
+def test_price_faults_at_the_right_bar(values, kind, severity):
     df = set_row(BASE, 100, **values)
+    if kind == "suspicious_series":
+        df = set_row(df, 100, close=1.5e6, low=1e6)
     fs = [f for f in validate_frame(df, "AAA", "1d", asof=None) if f.kind == kind]
-    assert len(fs) == 1 and fs[0].severity == "error" and fs[0].start == BASE["timestamp"][100]
+    assert len(fs) == 1 and fs[0].severity == severity and fs[0].start == BASE["timestamp"][100]
+    if kind == "suspicious_series":
+        assert "close jumps x" in fs[0].message and "(bad quote or unadjusted split)" in fs[0].message
+        kept = [f for f in validate_frame(df, "AAA", "1d", asof=None, keep_suspicious=True) if f.kind == kind]
+        assert kept[0].severity == "warning"
 
 
 def test_zero_volume_and_stale_runs():
@@ -141,8 +149,11 @@ def test_fx_calendar_is_24_5():
 def test_embedded_sample_validates():
     st = Store(SAMPLE_ROOT)
     fs = validate_frame(st.read("1d", "DIS"), "DIS", "1d", asof=None)
-    # the sample keeps the source's real fault: DIS 2020-01-10 opens above its high
-    assert [(f.kind, f.start) for f in fs if f.severity == "error"] == [("ohlc_inconsistent", datetime(2020, 1, 10, tzinfo=UTC))]
+    # the sample keeps the source's real fault: DIS 2020-01-10 opens above its high; contract 2
+    # makes that a warning (the bar is usable), so the series has no error
+    assert [f for f in fs if f.severity == "error"] == []
+    assert [(f.kind, f.severity, f.start) for f in fs if f.kind == "ohlc_inconsistent"] == [
+        ("ohlc_inconsistent", "warning", datetime(2020, 1, 10, tzinfo=UTC))]
     eur = st.read("1h", "EURUSD")
     # FX 24/5 (auto for a currency pair): no finding; against XNYS its US-holiday bars would be flagged
     assert validate_frame(eur, "EURUSD", "1h", asof=None) == []
@@ -151,18 +162,20 @@ def test_embedded_sample_validates():
 
 def test_shared_sp500_file_faults_are_found(sp500):
     findings = []
-    for ls in read_bar_file(sp500):
-        findings += validate_frame(ls.frame, ls.symbol, "1d", asof=datetime(2020, 1, 10, 23, tzinfo=UTC))
+    for sym, (frame, _) in raw_symbol_frames(read_file(sp500)).items():
+        findings += validate_frame(frame, sym, "1d", asof=datetime(2020, 1, 10, 23, tzinfo=UTC))
     errors = {(f.kind, f.symbol, f.start.date().isoformat()) for f in findings if f.severity == "error"}
     assert errors == {
         ("bad_price", "CBS", "2019-12-04"),          # an all-zero bar
         ("duplicate", "CBS", "2019-12-04"),          # ... next to the real one
         ("duplicate", "STI", "2019-12-06"),
         ("duplicate", "VIAB", "2019-12-04"),
-        ("ohlc_inconsistent", "CBOE", "2020-01-10"),
-        ("ohlc_inconsistent", "DIS", "2020-01-10"),
-        ("ohlc_inconsistent", "DXC", "2018-06-01"),
+        ("suspicious_series", "BHF", "2015-01-12"),  # sub-penny placeholder quotes
+        ("suspicious_series", "SCG", "2019-03-05"),
     }
+    outside = {(f.symbol, f.start.date().isoformat()) for f in findings if f.kind == "ohlc_inconsistent"}
+    assert outside == {("CBOE", "2020-01-10"), ("DIS", "2020-01-10"), ("DXC", "2018-06-01")}
+    assert {f.severity for f in findings if f.kind == "ohlc_inconsistent"} == {"warning"}
     k = kinds(findings)
     assert k["zero_volume"] > 50 and k["missing_sessions"] > 30 and k["stale_bars"] > 10
     subpenny = {f.symbol for f in findings if f.kind == "sub_penny"}
