@@ -18,7 +18,7 @@ from slices.analyze.errors import AnalyzeError, warn
 from slices.analyze.output import clean, fmt, frame_records
 from slices.analyze.regime import RegimeParams, current_run, regimes
 from slices.analyze.risk import align, correlation, var_historical
-from slices.analyze.signals import STRATEGIES, current_signals
+from slices.analyze.signals import current_signals, last_weights
 
 CHART_SPECS = ["sma:50", "sma:200", "bbands:20:2", "rsi:14"]
 
@@ -28,7 +28,14 @@ def _last(x: np.ndarray) -> float | None:
     return None if np.isnan(v) else v
 
 
-def symbol_state(bars: pl.DataFrame, symbol: str, periods_per_year: float, long_only: bool = False) -> dict:
+def symbol_state(
+    bars: pl.DataFrame,
+    symbol: str,
+    periods_per_year: float,
+    strategies: list | None = None,
+    allow_short: bool = False,
+    weights: dict | None = None,
+) -> dict:
     """The report line for one symbol (bars with the bar-store schema, T rows).
 
     Keys: ``last_close`` (price), ``last_time``, ``trend``/``trend_bars`` and
@@ -36,8 +43,9 @@ def symbol_state(bars: pl.DataFrame, symbol: str, periods_per_year: float, long_
     bars), ``rsi_14`` (points), ``macd_state`` (``bullish`` when the MACD line is above its signal
     line, else ``bearish``) and ``macd_hist``, ``dist_52w_high`` (``close / max(high) - 1`` over the
     last 365 days, <= 0) and ``dist_52w_low`` (``close / min(low) - 1``, >= 0),
-    ``atr_to_price`` (ATR(14) / close, a fraction), one key per strategy
-    (long/short/flat/n/a), ``var_95`` (1-bar historical VaR at 95 %, loss fraction).
+    ``atr_to_price`` (ATR(14) / close, a fraction), one key per strategy of ``strategies``
+    (``[(strategy, params)]``, default the five built-ins; long/short/flat/n/a, see
+    :func:`.signals.current_signals`), ``var_95`` (1-bar historical VaR at 95 %, loss fraction).
     """
     a = ind.bar_arrays(bars)
     close, high, low = a["close"], a["high"], a["low"]
@@ -61,17 +69,34 @@ def symbol_state(bars: pl.DataFrame, symbol: str, periods_per_year: float, long_
     state["dist_52w_low"] = float(close[-1] / year["low"].min() - 1.0)
     atr = _last(ind.atr(high, low, close, 14))
     state["atr_to_price"] = None if atr is None else atr / float(close[-1])
-    state.update(current_signals(high, low, close, long_only))
+    state.update(current_signals(bars, symbol, strategies or default_strategies(), allow_short, weights))
     r = close[1:] / close[:-1] - 1.0
     state["var_95"] = var_historical(r, 0.95)[0] if len(r) >= 20 else None
     return state
 
 
-def market_report(bars: dict[str, pl.DataFrame], periods_per_year: float, long_only: bool = False) -> dict:
-    """Report dict: ``symbols`` (list of :func:`symbol_state` dicts) and, for 2+ symbols with enough
-    common bars, ``correlation`` (matrix, cluster order, and the period it covers)."""
-    rows = [symbol_state(b, s, periods_per_year, long_only) for s, b in bars.items()]
-    out: dict = {"symbols": rows, "strategies": list(STRATEGIES), "long_only": long_only}
+def default_strategies() -> list:
+    """The five built-ins with their default parameters, as ``[(strategy, params)]``."""
+    from slices.analyze.strategies import STRATEGIES, resolve_params
+
+    return [resolve_params(name, {}) for name in STRATEGIES]
+
+
+def market_report(
+    bars: dict[str, pl.DataFrame], periods_per_year: float, strategies: list | None = None, allow_short: bool = False
+) -> dict:
+    """Report dict: ``symbols`` (list of :func:`symbol_state` dicts), ``strategies`` (their
+    names), ``strategy_params`` (name -> parameters), ``allow_short`` and, for 2+ symbols with
+    enough common bars, ``correlation`` (matrix, cluster order, and the period it covers)."""
+    strategies = strategies or default_strategies()
+    weights = last_weights(strategies, bars, allow_short)
+    rows = [symbol_state(b, s, periods_per_year, strategies, allow_short, weights) for s, b in bars.items()]
+    out: dict = {
+        "symbols": rows,
+        "strategies": [st.name for st, _ in strategies],
+        "strategy_params": {st.name: p for st, p in strategies},
+        "allow_short": allow_short,
+    }
     if len(bars) >= 2:
         try:
             al = align(bars)
@@ -89,7 +114,7 @@ def market_report(bars: dict[str, pl.DataFrame], periods_per_year: float, long_o
     return out
 
 
-REPORT_COLUMNS = [
+STATE_COLUMNS = [
     "symbol",
     "last_close",
     "trend",
@@ -101,9 +126,19 @@ REPORT_COLUMNS = [
     "dist_52w_high",
     "dist_52w_low",
     "atr_to_price",
-    *STRATEGIES,
-    "var_95",
 ]
+
+
+def report_columns(report: dict) -> list[str]:
+    """The summary table's columns: the state columns, one per strategy, ``var_95``."""
+    return [*STATE_COLUMNS, *report["strategies"], "var_95"]
+
+
+def script_json(obj) -> str:
+    """JSON for an inline ``<script>``: :func:`clean` values with every ``<`` written ``\\u003c``
+    (so ``</script>``, ``<!--`` and ``<script`` in a name cannot end or re-open the script element:
+    HTML injection; stronger than ``</`` -> ``<\\/``); still valid JSON with the same strings."""
+    return json.dumps(clean(obj)).replace("<", "\\u003c")
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,7 +263,7 @@ def html_page(title: str, sections: list[tuple[str, str]], figures: list[dict]) 
     parts = [f"<h2>{html.escape(h)}</h2>{body}" for h, body in sections]
     divs = "".join(f'<div id="fig{i}" class="fig"></div>' for i in range(len(figures)))
     calls = "".join(
-        f"Plotly.newPlot('fig{i}', {json.dumps(clean(f['data']))}, {json.dumps(clean(f['layout']))}, {{responsive: true, displaylogo: false}});"
+        f"Plotly.newPlot('fig{i}', {script_json(f['data'])}, {script_json(f['layout'])}, {{responsive: true, displaylogo: false}});"
         for i, f in enumerate(figures)
     )
     return (
@@ -250,11 +285,17 @@ def report_html(report: dict, bars: dict[str, pl.DataFrame]) -> str:
         figures.append(heatmap_figure(report["correlation"]))
     note = (
         "Fractions: dist_52w_*, atr_to_price (ATR/close) and var_95 (1-bar historical VaR, loss) are fractions; "
-        "rsi_14 in points. Signals: this slice's copy of the five strategies' rules."
+        "rsi_14 in points. Signals: each strategy's target on the last bar (long-only unless --allow-short)."
     )
     return html_page(
         "GPT-Trader market report",
-        [("Summary", _html_table(report["symbols"], REPORT_COLUMNS) + f"<p>{note}</p>")],
+        [
+            ("Summary", _html_table(report["symbols"], report_columns(report)) + f"<p>{html.escape(note)}</p>"),
+            ("Strategies", _html_table(
+                [{"strategy": k, "params": ", ".join(f"{a}={b}" for a, b in v.items())} for k, v in report.get("strategy_params", {}).items()],
+                ["strategy", "params"],
+            )),
+        ],
         figures,
     )
 

@@ -16,12 +16,22 @@ Methods (sources):
   of time); ``VaR = -mu_h + z_c sigma_h``, ``CVaR = -mu_h + sigma_h phi(z_c) / alpha`` with
   ``z_c = Phi^-1(c)`` (Jorion, *Value at Risk*, 3rd ed., ch. 5; McNeil, Frey & Embrechts,
   *Quantitative Risk Management*, 2005, ex. 2.14).
-- cornish_fisher: the Gaussian quantile ``z = Phi^-1(alpha)`` replaced by
-  ``z_cf = z + (z^2-1) S/6 + (z^3-3z) K/24 - (2z^3-5z) S^2/36`` with sample skewness S and excess
-  kurtosis K of the 1-bar returns, scaled to h bars as ``S/sqrt(h)``, ``K/h`` (cumulants of an
-  i.i.d. sum); ``VaR = -(mu_h + z_cf sigma_h)`` (Favre & Galeano 2002; Zangari 1996). CVaR is
-  the tail mean of the same quantile function, ``-(mu_h + sigma_h E[z_cf(Z) | Z <= z])``, computed
-  in closed form from truncated normal moments (in the spirit of Boudt, Peterson & Croux 2008).
+- cornish_fisher: modified VaR and modified expected shortfall (Boudt, Peterson & Croux 2008,
+  "Estimation and decomposition of downside risk for portfolios with non-normal returns",
+  Journal of Risk 11(2); as PerformanceAnalytics ``VaR``/``ES(method="modified")``, default
+  ``operational = TRUE``). Moments as PerformanceAnalytics: mean mu, population std sigma,
+  skewness S = m3/m2^1.5, excess kurtosis K = m4/m2^2 - 3 (population central moments), scaled to
+  h bars as ``mu h``, ``sigma sqrt(h)``, ``S/sqrt(h)``, ``K/h`` (cumulants of an i.i.d. sum).
+  ``g = z + (z^2-1) S/6 + (z^3-3z) K/24 - (2z^3-5z) S^2/36`` with ``z = Phi^-1(alpha)`` (Zangari
+  1996; Favre & Galeano 2002); ``VaR = -(mu_h + g sigma_h)``;
+  ``E_G = -phi(g) (1 + g^3 S/6 + (g^6 - 9g^4 + 9g^2 + 3) S^2/72 + (g^4 - 2g^2 - 1) K/24) / alpha``,
+  the mean of z below g under the second-order Edgeworth density
+  ``phi(z) (1 + S/6 He3 + K/24 He4 + S^2/72 He6)``; ``CVaR = -mu_h - sigma_h min(E_G, g)`` (the
+  operational floor keeps it >= the VaR).
+- cornish_fisher_quantile_mean: the same VaR; CVaR is instead the tail mean of the Cornish-Fisher
+  quantile function, ``-(mu_h + sigma_h E[g(Z) | Z <= z])``, in closed form from truncated normal
+  moments (an average of the Cornish-Fisher VaR over the tail levels below alpha; this slice's
+  estimator, kept for comparison).
 - monte_carlo: ``n`` seeded draws of h-bar paths of multivariate normal bar returns with the
   sample mean vector and covariance of the symbols; each asset compounds over the path and the
   portfolio return is ``sum_i w_i (prod(1 + r_i) - 1)`` (weights fixed at the start); then VaR and
@@ -35,13 +45,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
-from scipy.cluster.hierarchy import leaves_list, linkage
-from scipy.spatial.distance import squareform
+from slices.analyze.errors import AnalyzeError, warn, warn_grouped
 
-from slices.analyze.errors import AnalyzeError, warn
-
-METHODS = ("historical", "gaussian", "cornish_fisher", "monte_carlo")
+METHODS = ("historical", "gaussian", "cornish_fisher", "cornish_fisher_quantile_mean", "monte_carlo")
 MIN_RETURNS = 30
 
 
@@ -140,11 +146,15 @@ def align(bars: dict[str, pl.DataFrame]) -> Aligned:
         part = b.select("timestamp", pl.col("close").alias(sym))
         frame = part if frame is None else frame.join(part, on="timestamp", how="inner")
     frame = frame.sort("timestamp")
-    for sym, b in bars.items():
-        if frame.height < 0.9 * b.height:
-            warn(f"{sym}: only {frame.height} of its {b.height} bars are common to all symbols")
+    lost = [(sym, b.height - frame.height) for sym, b in bars.items() if frame.height < 0.9 * b.height]
+    warn_grouped(f"bars not common to all {len(symbols):,} symbols (over 10 % of the symbol's bars dropped)", lost)
     if frame.height < MIN_RETURNS + 1:
-        raise AnalyzeError(f"{' '.join(symbols)}: {frame.height} common bars, risk needs at least {MIN_RETURNS + 1}")
+        shortest = sorted(bars.items(), key=lambda kv: kv[1].height)[:3]
+        names = ", ".join(f"{s} {b.height:,} bars" for s, b in shortest)
+        what = " ".join(symbols) if len(symbols) <= 10 else f"{len(symbols):,} symbols"
+        raise AnalyzeError(
+            f"{what}: {frame.height:,} common bars, risk needs at least {MIN_RETURNS + 1} (fewest bars: {names})"
+        )
     closes = frame.select(symbols).to_numpy()
     returns = closes[1:] / closes[:-1] - 1.0
     return Aligned(symbols, frame["timestamp"], closes, returns)
@@ -171,6 +181,8 @@ def var_historical(r: np.ndarray, confidence: float) -> tuple[float, float]:
 
 def var_gaussian(mu: float, sigma: float, confidence: float, h: int = 1) -> tuple[float, float]:
     """Gaussian ``(VaR, CVaR)`` for per-bar mean ``mu`` and std ``sigma`` over ``h`` bars (square-root-of-time)."""
+    from scipy import stats
+
     mu_h, s_h = h * mu, math.sqrt(h) * sigma
     z = stats.norm.ppf(confidence)
     return -mu_h + z * s_h, -mu_h + s_h * stats.norm.pdf(z) / (1.0 - confidence)
@@ -183,11 +195,35 @@ def _cf(z, s, k):
 def var_cornish_fisher(
     mu: float, sigma: float, skew: float, exkurt: float, confidence: float, h: int = 1
 ) -> tuple[float, float]:
-    """Cornish-Fisher ``(VaR, CVaR)`` from per-bar mean, std, skewness and excess kurtosis over ``h`` bars.
+    """Modified VaR and Boudt's modified expected shortfall ``(VaR, CVaR)`` over ``h`` bars.
 
-    CVaR uses the truncated standard-normal moments ``M_k = E[Z^k; Z <= a]``:
+    ``mu``, ``sigma``, ``skew``, ``exkurt``: per-bar mean, std, skewness and excess kurtosis
+    (PerformanceAnalytics uses population moments). Loss fractions; formulas in the module
+    docstring (Boudt, Peterson & Croux 2008; PerformanceAnalytics ``operES.CornishFisher``).
+    """
+    from scipy import stats
+
+    mu_h, s_h = h * mu, math.sqrt(h) * sigma
+    s, k = skew / math.sqrt(h), exkurt / h
+    alpha = 1.0 - confidence
+    g = _cf(stats.norm.ppf(alpha), s, k)
+    e_g = -stats.norm.pdf(g) * (
+        1 + g**3 * s / 6 + (g**6 - 9 * g**4 + 9 * g**2 + 3) * s**2 / 72 + (g**4 - 2 * g**2 - 1) * k / 24
+    ) / alpha
+    return -(mu_h + g * s_h), -mu_h - s_h * min(e_g, g)
+
+
+def cvar_cornish_fisher_quantile_mean(
+    mu: float, sigma: float, skew: float, exkurt: float, confidence: float, h: int = 1
+) -> float:
+    """Tail mean of the Cornish-Fisher quantile function, ``-(mu_h + sigma_h E[g(Z) | Z <= z])``
+    (a loss fraction; not Boudt's ES, see :func:`var_cornish_fisher`).
+
+    Uses the truncated standard-normal moments ``M_k = E[Z^k; Z <= a]``:
     ``M_0 = Phi(a)``, ``M_1 = -phi(a)``, ``M_k = -a^(k-1) phi(a) + (k-1) M_(k-2)``.
     """
+    from scipy import stats
+
     mu_h, s_h = h * mu, math.sqrt(h) * sigma
     s, k = skew / math.sqrt(h), exkurt / h
     alpha = 1.0 - confidence
@@ -197,7 +233,18 @@ def var_cornish_fisher(
     m2 = -a * pdf + m0
     m3 = -(a**2) * pdf + 2 * m1
     tail = (m1 + (m2 - m0) * s / 6 + (m3 - 3 * m1) * k / 24 - (2 * m3 - 5 * m1) * s**2 / 36) / alpha
-    return -(mu_h + _cf(a, s, k) * s_h), -(mu_h + tail * s_h)
+    return -(mu_h + tail * s_h)
+
+
+def population_moments(r: np.ndarray) -> tuple[float, float, float, float]:
+    """``(mean, std, skewness, excess kurtosis)`` of ``r`` from population central moments
+    (``m2 = mean((r - mean)^2)`` ...), as PerformanceAnalytics' modified VaR/ES."""
+    mu = float(r.mean())
+    d = r - mu
+    m2, m3, m4 = float(np.mean(d**2)), float(np.mean(d**3)), float(np.mean(d**4))
+    if m2 <= 0:
+        return mu, 0.0, 0.0, 0.0
+    return mu, math.sqrt(m2), m3 / m2**1.5, m4 / m2**2 - 3.0
 
 
 def cornish_fisher_valid(skew: float, exkurt: float, zmax: float = 8.0) -> bool:
@@ -257,8 +304,7 @@ def var_table(
             f"{len(port)} returns, horizon {max(horizons)} needs at least {max(horizons) + MIN_RETURNS - 1}"
         )
     mu, sigma = float(port.mean()), float(port.std(ddof=1))
-    skew = float(stats.skew(port, bias=False))
-    kurt = float(stats.kurtosis(port, fisher=True, bias=False))
+    _, sd_pop, skew, kurt = population_moments(port)
     mc = "monte_carlo" in methods
     sims = simulate(asset_returns, weights, max(horizons), simulations, seed) if mc else None
     rows = []
@@ -273,7 +319,14 @@ def var_table(
             results = {
                 "historical": (var_historical(hist, c), len(hist)),
                 "gaussian": (var_gaussian(mu, sigma, c, h), len(port)),
-                "cornish_fisher": (var_cornish_fisher(mu, sigma, skew, kurt, c, h), len(port)),
+                "cornish_fisher": (var_cornish_fisher(mu, sd_pop, skew, kurt, c, h), len(port)),
+                "cornish_fisher_quantile_mean": (
+                    (
+                        var_cornish_fisher(mu, sd_pop, skew, kurt, c, h)[0],
+                        cvar_cornish_fisher_quantile_mean(mu, sd_pop, skew, kurt, c, h),
+                    ),
+                    len(port),
+                ),
             }
             if mc:
                 results["monte_carlo"] = (var_historical(sims[h - 1], c), simulations)
@@ -356,6 +409,9 @@ def correlation(returns: np.ndarray) -> tuple[np.ndarray, list[int]]:
     ``d = sqrt((1 - rho) / 2)`` (Mantegna 1999, "Hierarchical structure in financial markets").
     A constant column has undefined correlation (NaN; distance 1 for the clustering).
     """
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
     n = returns.shape[1]
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = np.atleast_2d(np.corrcoef(returns, rowvar=False))
@@ -367,12 +423,29 @@ def correlation(returns: np.ndarray) -> tuple[np.ndarray, list[int]]:
     return rho, [int(i) for i in order]
 
 
+def max_drawdown_duration(prices: np.ndarray) -> int:
+    """Max drawdown duration (SLICES.md shared definitions): the most bars between a peak and the
+    first bar that regains it (``index(recovery) - index(peak)``), or the last bar when it is never
+    regained; 0 without a drawdown. Equity 1, 2, 1, 1, 1, 2 gives 4."""
+    if len(prices) < 2:
+        return 0
+    at_peak = prices >= np.maximum.accumulate(prices)
+    idx = np.arange(len(prices))
+    peak_idx = np.maximum.accumulate(np.where(at_peak, idx, 0))
+    recovered = np.flatnonzero(at_peak[1:] & ~at_peak[:-1]) + 1  # first bar back at a peak
+    spans = list(recovered - peak_idx[recovered - 1])
+    if not at_peak[-1]:
+        spans.append(len(prices) - 1 - peak_idx[-1])
+    return int(max(spans, default=0))
+
+
 def drawdown(prices: np.ndarray, timestamps: pl.Series) -> dict:
     """Maximum drawdown of a price or equity curve (length T).
 
-    Returns ``max_drawdown`` (fraction <= 0, ``price / running peak - 1`` at its minimum), ``peak``,
-    ``trough`` and ``recovery`` timestamps (recovery: first bar back at the peak, or None), and
-    ``duration_bars``: bars from the peak to the recovery, or to the last bar if not recovered.
+    Returns ``max_drawdown`` (fraction <= 0, ``price / running peak - 1`` at its minimum), its
+    ``peak``, ``trough`` and ``recovery`` timestamps (recovery: first bar back at the peak, or
+    None), and ``duration_bars``: the max drawdown duration of :func:`max_drawdown_duration` (the
+    longest peak-to-recovery span of the whole curve, not only of the deepest drawdown).
     """
     peak = np.maximum.accumulate(prices)
     dd = prices / peak - 1.0
@@ -380,13 +453,12 @@ def drawdown(prices: np.ndarray, timestamps: pl.Series) -> dict:
     p = int(np.argmax(prices[: t + 1])) if t > 0 else 0
     after = np.flatnonzero(prices[t:] >= prices[p])
     rec = t + int(after[0]) if len(after) and dd[t] < 0 else None
-    end = rec if rec is not None else len(prices) - 1
     return {
         "max_drawdown": float(dd[t]),
         "peak": timestamps[p].isoformat(),
         "trough": timestamps[t].isoformat(),
         "recovery": timestamps[rec].isoformat() if rec is not None else None,
-        "duration_bars": end - p if dd[t] < 0 else 0,
+        "duration_bars": max_drawdown_duration(prices),
     }
 
 
@@ -405,9 +477,14 @@ def risk_report(
     simulations: int,
     seed: int,
     periods_per_year: float,
+    aligned: Aligned | None = None,
 ) -> dict:
-    """Everything the ``risk`` command shows, as a JSON-ready dict (fractions; currency for ``value``)."""
-    al = align(bars)
+    """Everything the ``risk`` command shows, as a JSON-ready dict (fractions; currency for ``value``).
+
+    ``aligned``: the :func:`align` result of ``bars`` when the caller already has it.
+    """
+    al = aligned if aligned is not None else align(bars)
+    _, _, skew, kurt = population_moments(al.returns @ weights)
     port = al.returns @ weights
     basket = al.returns.mean(axis=1)
     rho, order = correlation(al.returns)
@@ -432,8 +509,8 @@ def risk_report(
         "portfolio": {
             "volatility": float(port.std(ddof=1) * math.sqrt(periods_per_year)),
             "mean_return": float(port.mean()),
-            "skewness": float(stats.skew(port, bias=False)),
-            "excess_kurtosis": float(stats.kurtosis(port, fisher=True, bias=False)),
+            "skewness": skew,
+            "excess_kurtosis": kurt,
             **drawdown(equity, al.timestamps),
         },
         "var": var_table(port, al.returns, weights, confidences, horizons, value, simulations, seed),

@@ -1,119 +1,116 @@
-"""The five strategies' signal rules (this slice's own copy), computed on each bar's close.
-
-Positions: +1 long, -1 short, 0 flat. Each strategy is written as four boolean event arrays
-(enter long, enter short, exit long, exit short) run through one state machine
-(:func:`positions`): when flat, an entry opens a position; when in a position, the opposite
-entry reverses it (or only closes it when long-only) and the exit event closes it. Before a
-strategy's warm-up no event fires (NaN comparisons are False), so it is flat.
-
-Rules (defaults as in the strategies' definitions):
-
-- ``simple_ma`` (fast=10, slow=30): SMA cross; up-cross ``fast[t-1] < slow[t-1]`` and
-  ``fast[t] > slow[t]`` goes long, down-cross short (flat when long-only); flat until the first cross.
-- ``momentum`` (lookback=20, threshold=0): ``ROC = close[t]/close[t-lookback] - 1``; long when
-  ``ROC > threshold``, short when ``ROC < -threshold``, else flat.
-- ``mean_reversion`` (window=20, z_entry=2, z_exit=0.5): ``z = (close - SMA)/std`` (ddof=0); long
-  when ``z < -z_entry``, short when ``z > z_entry``, exit when ``|z| < z_exit``.
-- ``volatility`` (window=20, atr_window=14, k=2): Keltner-style breakout around ``SMA(window)`` with
-  Wilder ATR; long when ``close > SMA + k ATR``, short when ``close < SMA - k ATR``; a long exits
-  when the close falls below the SMA, a short when it rises above it.
-- ``breakout`` (window=20, exit_window=10): Donchian; long when ``close`` is above the highest
-  high of the previous ``window`` bars (bar t excluded), short when below the lowest low; a long
-  exits when ``close`` is below the lowest low of the previous ``exit_window`` bars, a short
-  mirrored.
+"""Strategy signals per bar (SLICES.md contract 5) on loaded bars: the ``signals`` command and
+the report's current signals. Strategies come from :mod:`.strategies` (built-ins, files, modules).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
-from slices.analyze.indicators import atr, rolling_max, rolling_min, rolling_std, sma
+from slices.analyze.errors import AnalyzeError, warn
+from slices.analyze.strategies import (
+    Strategy,
+    StrategyError,
+    bar_dict,
+    call_targets,
+    call_weights,
+    fmt_bar_time,
+    long_only,
+    panel_dict,
+)
 
-STRATEGIES = ("simple_ma", "momentum", "mean_reversion", "volatility", "breakout")
 LABELS = {1: "long", -1: "short", 0: "flat"}
 
 
-def positions(enter_long, enter_short, exit_long, exit_short, long_only: bool = False) -> np.ndarray:
-    """Run the entry/exit state machine; inputs are equal-length bool arrays, output int8 positions."""
-    el, es, xl, xs = (np.asarray(a, dtype=bool).tolist() for a in (enter_long, enter_short, exit_long, exit_short))
-    out = np.zeros(len(el), dtype=np.int8)
-    pos = 0
-    short = 0 if long_only else -1
-    for t in range(len(el)):
-        if pos == 0:
-            if el[t]:
-                pos = 1
-            elif es[t]:
-                pos = short
-        elif pos == 1:
-            if es[t]:
-                pos = short
-            elif xl[t]:
-                pos = 0
-        else:
-            if el[t]:
-                pos = 1
-            elif xs[t]:
-                pos = 0
-        out[t] = pos
-    return out
+def symbol_targets(strat: Strategy, params: dict, bars: pl.DataFrame, symbol: str, allow_short: bool) -> np.ndarray:
+    """Targets (int8, T) of a signal-form strategy on one symbol's bars, after the long-only rule
+    unless ``allow_short``. Raises StrategyError for a bad return or an exception inside the
+    strategy, AnalyzeError when the symbol has fewer bars than ``lookback(params)``."""
+    need = strat.needed_bars(params)
+    if bars.height < need:
+        raise AnalyzeError(f"{strat.label}: {symbol}: {bars.height:,} bars, the strategy needs {need:,} (lookback)")
+    t = call_targets(strat, bar_dict(bars, symbol), params)
+    return t if allow_short else long_only(t)
 
 
-def _shift(x: np.ndarray, k: int = 1) -> np.ndarray:
-    out = np.full(len(x), np.nan)
-    out[k:] = x[:-k]
-    return out
+def strategy_signals(
+    strat: Strategy, params: dict, bars: dict[str, pl.DataFrame], allow_short: bool, leverage: float = 1.0
+) -> pl.DataFrame:
+    """Per-bar signals of ``strat`` on ``{SYMBOL: bars}`` as a long frame sorted by symbol, timestamp.
 
-
-def _events(strategy: str, high: np.ndarray, low: np.ndarray, close: np.ndarray):
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if strategy == "simple_ma":
-            fast, slow = sma(close, 10), sma(close, 30)
-            pf, ps = _shift(fast), _shift(slow)
-            up = (pf < ps) & (fast > slow)
-            down = (pf > ps) & (fast < slow)
-            never = np.zeros(len(close), dtype=bool)
-            return up, down, never, never
-        if strategy == "momentum":
-            r = close / _shift(close, 20) - 1.0
-            return r > 0.0, r < -0.0, ~(r > 0.0), ~(r < -0.0)
-        if strategy == "mean_reversion":
-            z = (close - sma(close, 20)) / rolling_std(close, 20)
-            flat = np.abs(z) < 0.5
-            return z < -2.0, z > 2.0, flat, flat
-        if strategy == "volatility":
-            mid, a = sma(close, 20), atr(high, low, close, 14)
-            return close > mid + 2.0 * a, close < mid - 2.0 * a, close < mid, close > mid
-        if strategy == "breakout":
-            hh, ll = _shift(rolling_max(high, 20)), _shift(rolling_min(low, 20))
-            xh, xl = _shift(rolling_max(high, 10)), _shift(rolling_min(low, 10))
-            return close > hh, close < ll, close < xl, close > xh
-    raise KeyError(strategy)
-
-
-def strategy_positions(
-    strategy: str, high: np.ndarray, low: np.ndarray, close: np.ndarray, long_only: bool = False
-) -> np.ndarray:
-    """Per-bar positions (int8, +1/-1/0) of one strategy with its default parameters.
-
-    ``high``, ``low``, ``close``: float arrays of length T (oldest first). Raises KeyError for an
-    unknown strategy name.
+    Signal form: columns ``symbol timestamp close target`` (Int8, -1/0/1; -1 only with
+    ``allow_short``). Weights form: ``symbol timestamp close weight`` (Float64 fraction of equity,
+    NaN = no change; negative weights become 0 without ``allow_short``, with one warning counting
+    them), on each symbol's own bars. A weights row whose sum of |weights| exceeds ``leverage``
+    (+1e-9) is a StrategyError naming its time (SLICES.md contract 5; the backtest's wording).
     """
-    el, es, xl, xs = _events(strategy, high, low, close)
-    return positions(el, es, xl, xs, long_only)
+    if strat.form == "targets":
+        parts = [
+            b.select(pl.lit(s).alias("symbol"), "timestamp", "close").with_columns(
+                pl.Series("target", symbol_targets(strat, params, b, s, allow_short), dtype=pl.Int8)
+            )
+            for s, b in bars.items()
+        ]
+        return pl.concat(parts).sort("symbol", "timestamp", maintain_order=True)
+    panel = panel_dict(bars)
+    need = strat.needed_bars(params)
+    if len(panel["timestamp"]) < need:
+        raise AnalyzeError(f"{strat.label}: {len(panel['timestamp']):,} bars, the strategy needs {need:,} (lookback)")
+    w = call_weights(strat, panel, params)
+    if not allow_short:
+        neg = np.nan_to_num(w, nan=0.0) < 0
+        if neg.any():
+            warn(f"{strat.label}: {int(neg.sum()):,} negative weights set to 0 (pass --allow-short to keep them)")
+            w[neg] = 0.0
+    gross = np.nansum(np.abs(w), axis=1)
+    over = np.flatnonzero(gross > leverage + 1e-9)
+    if over.size:
+        t = int(over[0])
+        how = "--leverage L allows up to L" if leverage == 1 else f"--leverage {leverage:g}"
+        raise StrategyError(
+            f"{strat.label}: weights row {t} ({fmt_bar_time(panel['timestamp'][t])}): sum of |weights| "
+            f"{gross[t]:.6g} exceeds {leverage:g} ({how})"
+        )
+    wide = pl.DataFrame(
+        {"timestamp": pl.Series(panel["timestamp"]).dt.replace_time_zone("UTC"), **{s: w[:, j] for j, s in enumerate(panel["symbols"])}}
+    )
+    long = wide.unpivot(index="timestamp", variable_name="symbol", value_name="weight")
+    parts = [b.select(pl.lit(s).alias("symbol"), "timestamp", "close") for s, b in bars.items()]
+    out = pl.concat(parts).join(long, on=["symbol", "timestamp"], how="left")
+    return out.with_columns(pl.col("weight").fill_null(float("nan"))).sort("symbol", "timestamp", maintain_order=True)
 
 
-def warmup(strategy: str) -> int:
-    """Bars a strategy needs before its first possible signal."""
-    return {"simple_ma": 31, "momentum": 21, "mean_reversion": 20, "volatility": 20, "breakout": 21}[strategy]
-
-
-def current_signals(high: np.ndarray, low: np.ndarray, close: np.ndarray, long_only: bool = False) -> dict[str, str]:
-    """State of each strategy at the last bar: ``long``, ``short``, ``flat``, or ``n/a`` (too few bars)."""
-    out = {}
-    for name in STRATEGIES:
-        if len(close) < warmup(name):
-            out[name] = "n/a"
-        else:
-            out[name] = LABELS[int(strategy_positions(name, high, low, close, long_only)[-1])]
+def last_weights(strategies: list[tuple[Strategy, dict]], bars: dict[str, pl.DataFrame], allow_short: bool) -> dict:
+    """``{strategy name: {SYMBOL: last weight}}`` of the weights-form strategies on the panel of all ``bars``."""
+    out: dict[str, dict[str, float]] = {}
+    for strat, params in strategies:
+        if strat.form == "weights":
+            frame = strategy_signals(strat, params, bars, allow_short)
+            last = frame.group_by("symbol", maintain_order=True).agg(pl.col("weight").last())
+            out[strat.name] = dict(last.iter_rows())
     return out
+
+
+def current_signals(
+    bars: pl.DataFrame,
+    symbol: str,
+    strategies: list[tuple[Strategy, dict]],
+    allow_short: bool,
+    weights: dict | None = None,
+) -> dict[str, str]:
+    """The last bar's signal of each strategy: ``long``/``short``/``flat`` (signal form), or
+    ``n/a`` when the symbol has fewer bars than the strategy's lookback; for the weights form the
+    symbol's last weight from ``weights`` (:func:`last_weights`) as ``w=0.25`` (``n/a`` when NaN)."""
+    out: dict[str, str] = {}
+    for strat, params in strategies:
+        if strat.form == "weights":
+            w = (weights or {}).get(strat.name, {}).get(symbol)
+            out[strat.name] = "n/a" if w is None or w != w else f"w={w:.2f}"
+        elif bars.height < strat.needed_bars(params):
+            out[strat.name] = "n/a"
+        else:
+            out[strat.name] = LABELS[int(symbol_targets(strat, params, bars, symbol, allow_short)[-1])]
+    return out
+
+
+__all__ = ["LABELS", "StrategyError", "current_signals", "last_weights", "strategy_signals", "symbol_targets"]

@@ -8,18 +8,20 @@ from analyze_helpers import SP500
 
 @pytest.fixture
 def no_store(tmp_path, monkeypatch):
-    """An empty store root, so that every symbol falls back to the embedded sample."""
-    root = tmp_path / "empty-store"
-    root.mkdir()
-    monkeypatch.setenv("GPT_TRADER_STORE", str(root))
-    return root
+    """No named store and an empty HOME, so the default store ~/.gpt-trader/store is absent and
+    every symbol falls back to the embedded sample (only the default store does: SLICES.md)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("GPT_TRADER_STORE", raising=False)
+    return home / ".gpt-trader" / "store"
 
 
 @pytest.fixture
 def sample_aapl():
-    from slices.analyze.bars import BarRequest, load_bars
+    from slices.analyze.bars import SAMPLE_ROOT, BarRequest, load_bars
 
-    return load_bars(["AAPL"], BarRequest(store="/nonexistent-store"))["AAPL"]
+    return load_bars(["AAPL"], BarRequest(store=str(SAMPLE_ROOT)))["AAPL"]
 
 
 @pytest.fixture

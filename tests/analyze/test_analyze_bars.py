@@ -35,7 +35,7 @@ def test_sample_fallback_with_one_note(no_store, capsys):
     assert set(bars) == {"AAPL", "MSFT"}
     assert dict(bars["AAPL"].schema) == SCHEMA
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"note: AAPL MSFT 1d not in store {no_store}; using embedded sample"]
+    assert err == ["note: AAPL MSFT 1d from the embedded sample (not in the default store ~/.gpt-trader/store)"]
 
 
 def test_store_is_preferred_to_sample(tmp_path, capsys):
@@ -55,7 +55,7 @@ def test_start_end_inclusive(no_store):
 
 
 def test_unknown_symbol_and_timeframe(no_store):
-    with pytest.raises(AnalyzeError, match="ZZZZ 1d: not in store"):
+    with pytest.raises(AnalyzeError, match="ZZZZ 1d: not in the default store"):
         load_bars(["ZZZZ"], BarRequest())
     with pytest.raises(AnalyzeError, match="unknown timeframe"):
         load_bars(["AAPL"], BarRequest(timeframe="2d"))
@@ -113,28 +113,28 @@ def test_missing_volume_warns(tmp_path, capsys):
             lambda f: f.with_columns(
                 pl.when(pl.int_range(pl.len()) == 5).then(float("nan")).otherwise(pl.col("close")).alias("close")
             ),
-            "NaN or non-positive close at 2020-01-06",
+            "BAD 2020-01-06: missing or non-numeric price (close)",  # a NaN cell is a missing price (rule 7)
         ),
         (
             lambda f: f.with_columns(
                 pl.when(pl.int_range(pl.len()) == 3).then(0.0).otherwise(pl.col("low")).alias("low")
             ),
-            "NaN or non-positive low at 2020-01-04",
+            "BAD 2020-01-04: non-positive price (low 0)",
         ),
         (
             lambda f: f.with_columns(
                 pl.when(pl.int_range(pl.len()) == 7).then(pl.col("low") - 1).otherwise(pl.col("high")).alias("high")
             ),
-            "high < low at 2020-01-08",
+            "BAD 2020-01-08: high ",
         ),
-        (lambda f: pl.concat([f.head(4), f.slice(3, 1), f.tail(5)]), "duplicate timestamp at 2020-01-04"),
+        (lambda f: pl.concat([f.head(4), f.slice(3, 1), f.tail(5)]), "BAD 2020-01-04: duplicate timestamp"),
         (
             lambda f: pl.concat([f.head(4), f.slice(5, 1), f.slice(4, 1), f.tail(4)]),
-            "unsorted timestamps at 2020-01-05",
+            "BAD 2020-01-05: timestamps not increasing",
         ),
-        (lambda f: f.drop("close"), "missing price column 'close'"),
+        (lambda f: f.drop("close"), "missing price column(s) close"),
         (lambda f: f.rename({"timestamp": "when"}), "no time column"),
-        (lambda f: f.head(0), "empty data"),
+        (lambda f: f.head(0), "no rows"),
     ],
 )
 def test_data_errors_name_file_symbol_time(tmp_path, mutate, message):
@@ -160,7 +160,7 @@ def test_corrupt_store_file_is_an_error(tmp_path):
     (root / "bars" / "1d").mkdir(parents=True)
     bad = make_bars(random_walk(10)).with_columns(pl.lit(-1.0).alias("open"))
     bad.write_parquet(root / "bars" / "1d" / "AAPL.parquet")
-    with pytest.raises(AnalyzeError, match="AAPL: NaN or non-positive open at 2020-01-01"):
+    with pytest.raises(AnalyzeError, match=r"AAPL 2020-01-01: non-positive price \(open -1"):
         load_bars(["AAPL"], BarRequest(store=str(root)))
 
 
@@ -174,7 +174,7 @@ def test_intraday_periods_per_year(no_store):
 def test_shared_sp500_loads_as_is(sp500):
     bars = load_bars(["AAPL", "MMM"], BarRequest(data=(str(sp500),)))
     assert bars["AAPL"].height > 1200 and dict(bars["MMM"].schema) == SCHEMA
-    with pytest.raises(AnalyzeError, match="CBS: NaN or non-positive open at 2019-12-04"):
+    with pytest.raises(AnalyzeError, match=r"CBS 2019-12-04: non-positive price \(open 0"):
         load_bars(["CBS"], BarRequest(data=(str(sp500),)))
 
 

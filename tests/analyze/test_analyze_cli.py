@@ -44,7 +44,7 @@ def test_indicators_table_json_and_files(no_store, tmp_path):
     res = run("indicators", "AAPL", "-i", "rsi:14", "-i", "macd:12:26:9", "--rows", "3")
     assert res.exit_code == 0
     assert "rsi_14" in res.stdout and "macd_hist_12_26_9" in res.stdout
-    assert "using embedded sample" in res.stderr
+    assert "from the embedded sample" in res.stderr
     res = run("indicators", "AAPL", "-i", "sma:5", "--format", "json", "--start", "2019-12-01")
     doc = json.loads(res.stdout)
     rows = doc["rows"]
@@ -98,7 +98,7 @@ def test_regime_command(no_store, tmp_path):
     assert re.search(r"MSFT current trend regime: (bull|bear|sideways) for \d+ bars", res.stdout)
     doc = json.loads(run("regime", "MSFT", "--format", "json").stdout)
     trend = [r["trend"] for r in doc["rows"]]
-    cur = doc["current"]["trend"]
+    cur = doc["current"]["MSFT"]["trend"]  # "current" is per symbol since regime takes many symbols
     assert trend[-cur["bars"] :] == [cur["regime"]] * cur["bars"] and trend[-cur["bars"] - 1] != cur["regime"]
     out = tmp_path / "r.csv"
     assert run("regime", "MSFT", "--out", out, "--trend-window", "100").exit_code == 0
@@ -198,13 +198,14 @@ def test_report_from_data_file(tmp_path):
         (["risk", "AAPL", "MSFT", "--weights", "AAPL=0.6,MSFT=0.6"], "weights sum to 1.2, not 1"),
         (["risk", "AAPL", "MSFT", "--confidence", "95"], "--confidence"),
         (["risk", "AAPL", "--horizon", "0"], "--horizon"),
-        (["report", "NOPE"], "NOPE 1d: not in store"),
+        (["report", "NOPE"], "NOPE 1d: not in the default store"),
         (["report", "AAPL", "--out", "x.txt"], "--out x.txt"),
-        (["indicators", "AAPL", "--timeframe", "3h"], "unknown timeframe"),
+        (["indicators", "AAPL", "--timeframe", "3h"], "'3h' is not one of '1m', '5m', '15m', '30m', '1h', '4h', '1d', '1w', '1mo'"),
+        (["indicators", "AAPL", "--timeframe", "4h"], "--timeframe 4h: the bar store holds only 1m, 5m, 15m, 1h, 1d"),
         (["indicators", "AAPL", "--start", "yesterday"], "cannot parse --start"),
         (  # the error says which span the series holds (was: 'empty data')
             ["report", "IDXFUT", "--timeframe", "1m", "--start", "2015-01-01"],
-            "IDXFUT: no bars between --start 2015-01-01 and --end - (it holds 2006-01-02 09:01 .. 2006-02-27 22:00)",
+            "IDXFUT: no rows between --start 2015-01-01 and --end - (it holds 2006-01-02T09:01:00Z .. 2006-02-27T22:00:00Z)",
         ),
     ],
 )
@@ -224,11 +225,13 @@ def test_nan_price_in_data_file(tmp_path):
     b = b.with_columns(pl.when(pl.int_range(pl.len()) == 10).then(None).otherwise(pl.col("close")).alias("close"))
     path = tmp_path / "xyz.csv"
     b.write_csv(path)
-    assert_bad_input(run("report", "--data", path), "xyz.csv: XYZ: NaN or non-positive close at 2020-01-11")
+    # the only symbol of the file is excluded (rule 14), so its reason is the error
+    assert_bad_input(run("report", "--data", path), "xyz.csv: XYZ 2020-01-11: missing or non-numeric price (close)")
 
 
 def test_module_entrypoint_subprocess(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GPT_TRADER_STORE": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    env.pop("GPT_TRADER_STORE", None)  # only the default store falls back to the embedded sample
     ok = subprocess.run(
         [sys.executable, "-m", "slices.analyze", "report", "AAPL", "MSFT"],
         cwd=ROOT,
@@ -257,7 +260,7 @@ def test_shared_data_commands(sp500, tmp_path):
     assert [r["symbol"] for r in json.loads(res.stdout)["symbols"]] == ["AAPL", "MMM", "GE"]
     res = run("risk", "--data", sp500, "AAPL", "MMM", "GE", "JPM")
     assert res.exit_code == 0 and "cornish_fisher" in res.stdout
-    assert_bad_input(run("indicators", "--data", sp500, "CBS"), "CBS: NaN or non-positive open at 2019-12-04")
+    assert_bad_input(run("indicators", "--data", sp500, "CBS"), "CBS 2019-12-04: non-positive price (open 0")
 
 
 @pytest.mark.parametrize(
@@ -292,7 +295,7 @@ def test_indicator_table_shows_the_rows_it_announces(no_store):
     narrow = run("indicators", "AAPL", "-i", "rsi").stdout.splitlines()
     assert narrow[0].endswith("last 10:") and len(narrow) == 3 + 10
     hourly = run("indicators", "EURUSD", "--timeframe", "1h", "-i", "vwap", "--rows", "2").stdout.splitlines()
-    assert hourly[-1].startswith("2018-02-07 15:00 ")
+    assert hourly[-1].startswith("2018-02-07T15:00Z ")
 
 
 def test_risk_table_dates_and_currency(no_store):
@@ -302,3 +305,76 @@ def test_risk_table_dates_and_currency(no_store):
     assert re.fullmatch(r"1\s+-0\.\d{4}\s+-[\d,]+\.\d{2}\s+\d{4}-\d\d-\d\d\s+\d{4}-\d\d-\d\d", windows.strip()), windows
     var_line = next(line for line in out.splitlines() if line.startswith("historical"))
     assert all(re.fullmatch(r"[\d,]+\.\d{2}", cell) for cell in var_line.split()[5:7]), var_line
+
+
+# ---------------------------------------------------------------------------------------------
+# command-line style (SLICES.md): symbols options, many symbols, short options, hints
+
+
+@pytest.mark.parametrize("command", ["indicators", "regime", "risk", "report", "signals"])
+def test_every_command_has_the_shared_options(command):
+    for flag in ("-h", "--help"):
+        res = run(command, flag)
+        assert res.exit_code == 0
+    text = run(command, "--help").output
+    for opt in ("--symbols", "-s,", "--timeframe", "-t,", "--format", "-f,", "--out", "-o,", "--debug", "--quiet", "-q,",
+                "--keep-suspicious", "--store", "--data", "--start", "--end", "--no-adjust", "[table|json]", "1mo"):
+        assert opt in text, (command, opt)
+
+
+def test_symbols_option_positional_and_commas_agree(no_store):
+    a = json.loads(run("report", "-s", "AAPL,MSFT", "-s", "XOM", "-f", "json").stdout)
+    b = json.loads(run("report", "AAPL,MSFT", "xom", "-f", "json").stdout)
+    c = json.loads(run("report", "AAPL", "--symbols", "MSFT, XOM", "-f", "json").stdout)
+    assert [r["symbol"] for r in a["symbols"]] == [r["symbol"] for r in b["symbols"]] == ["AAPL", "MSFT", "XOM"]
+    assert [r["symbol"] for r in c["symbols"]] == ["AAPL", "MSFT", "XOM"]
+
+
+def test_usage_error_with_a_comma_list_gets_the_hint(no_store):
+    res = run("report", "AAPL", "--rows", "3,")
+    line = res.stderr.strip()
+    assert res.exit_code == 2 and line.startswith("error: ") and "\n" not in line
+    assert line.endswith("hint: --symbols takes one comma list: --symbols AAPL,MSFT")
+
+
+def test_indicators_many_symbols_long_format(no_store, tmp_path):
+    out = tmp_path / "ind.parquet"
+    res = run("indicators", "-s", "AAPL,MSFT", "-i", "sma:2", "-i", "rsi", "-o", out)
+    assert res.exit_code == 0 and "2 symbols" in res.stderr
+    frame = pl.read_parquet(out)
+    assert frame.columns == ["symbol", "timestamp", "open", "high", "low", "close", "volume", "sma_2", "rsi_14"]
+    assert frame["symbol"].unique(maintain_order=True).to_list() == ["AAPL", "MSFT"]
+    assert frame.height == 2 * 1259 and frame.sort("symbol", "timestamp").equals(frame)
+    msft = frame.filter(pl.col("symbol") == "MSFT")["close"].to_numpy()
+    assert frame.filter(pl.col("symbol") == "MSFT")["sma_2"][5] == pytest.approx((msft[4] + msft[5]) / 2)
+    table = run("indicators", "AAPL", "MSFT", "-i", "sma:2", "-n", "2").stdout
+    assert table.count("last 2:") == 2
+
+
+def test_indicators_all_symbols_of_a_data_file(tmp_path):
+    path = tmp_path / "bars.csv"
+    frames = [make_bars(random_walk(30, seed=i)).with_columns(pl.lit(s).alias("symbol")) for i, s in enumerate(["Y", "X"])]
+    pl.concat(frames).write_csv(path)
+    out = tmp_path / "o.csv"
+    assert run("indicators", "--data", path, "-i", "sma:60", "-o", out).exit_code == 2  # explicit: too few bars
+    res = run("indicators", "--data", path, "-o", out, "-q")  # standard set: sma_50 left empty, warned
+    assert res.exit_code == 0 and "too few bars" in res.stderr
+    frame = pl.read_csv(out)
+    assert frame["symbol"].unique(maintain_order=True).to_list() == ["X", "Y"] and frame["sma_50"].null_count() + frame["sma_50"].is_nan().sum() == 60
+
+
+def test_regime_many_symbols(no_store):
+    doc = json.loads(run("regime", "-s", "MSFT,AAPL", "-f", "json").stdout)
+    assert doc["symbols"] == ["MSFT", "AAPL"] and set(doc["current"]) == {"MSFT", "AAPL"}
+    assert {r["symbol"] for r in doc["rows"]} == {"MSFT", "AAPL"}
+
+
+def test_no_progress_bar_off_a_terminal(no_store):
+    res = run("indicators", "-s", "AAPL,MSFT,XOM", "-i", "sma:2", "-f", "json")
+    assert res.exit_code == 0 and "indicators" not in res.stderr and "%" not in res.stderr
+
+
+def test_numbers_for_people(no_store):
+    out = run("indicators", "EURUSD", "-t", "1h", "-i", "sma:2", "-n", "1").stdout
+    assert "5,000 bars 2017-04-19T" in out and "1.23427" in out and "6,143 " in out
+    assert "0.9999999999999999" not in run("report", "AAPL", "MSFT").stdout

@@ -286,9 +286,9 @@ def test_all_indicators_match_talib(sample_aapl):
 
 def test_talib_on_intraday_sample():
     talib = pytest.importorskip("talib")
-    from slices.analyze.bars import BarRequest, load_bars
+    from slices.analyze.bars import SAMPLE_ROOT, BarRequest, load_bars
 
-    b = load_bars(["EURUSD"], BarRequest(store="/nonexistent-store", timeframe="1h"))["EURUSD"]
+    b = load_bars(["EURUSD"], BarRequest(store=str(SAMPLE_ROOT), timeframe="1h"))["EURUSD"]
     H, L, C, V = (b[c].to_numpy() for c in ("high", "low", "close", "volume"))
     assert_close(I.mfi(H, L, C, V, 14), talib.MFI(H, L, C, V, 14), atol=1e-9)
     assert_close(I.adx(H, L, C, 14)[0], talib.ADX(H, L, C, 14))
@@ -421,8 +421,11 @@ def test_too_few_bars():
     b = make_bars(random_walk(30))
     with pytest.raises(AnalyzeError, match="30 bars, indicator sma:50 needs at least 50"):
         I.compute(b, [I.parse_spec("sma:50")], "XYZ")
-    out = I.compute(b, [I.parse_spec("sma:50"), I.parse_spec("sma:5")], "XYZ", strict=False)
-    assert "sma_5" in out.columns and "sma_50" not in out.columns
+    skipped = []
+    out = I.compute(b, [I.parse_spec("sma:50"), I.parse_spec("sma:5")], "XYZ", strict=False, skipped=skipped)
+    # the column stays (all NaN) so that every symbol of a long-format output has the same columns
+    assert out["sma_50"].is_nan().all() and out["sma_5"].is_nan().sum() == 4
+    assert skipped == [("XYZ", "sma:50")]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -482,9 +485,9 @@ TALIB_SPECS = {
 
 
 def _sample(symbol, timeframe):
-    from slices.analyze.bars import BarRequest, load_bars
+    from slices.analyze.bars import SAMPLE_ROOT, BarRequest, load_bars
 
-    return load_bars([symbol], BarRequest(store="/nonexistent-store", timeframe=timeframe))[symbol]
+    return load_bars([symbol], BarRequest(store=str(SAMPLE_ROOT), timeframe=timeframe))[symbol]
 
 
 def test_talib_spec_list_covers_every_talib_indicator():
@@ -581,3 +584,18 @@ def test_missing_volume_spoils_only_its_own_windows():
     assert np.isnan(rolling[30:35]).all() and not np.isnan(rolling[35:]).any()
     m = I.mfi(h, l, c, v, 14)
     assert np.isnan(m[30:44]).all() and not np.isnan(m[44:]).any()
+
+
+@pytest.mark.parametrize("n, b, a", [(1259, 0.1, 0.9), (5000, 1 / 14, 13 / 14), (7, 1.0, 0.5), (300, 1.0, 0.0), (130, 2 / 13, 11 / 13)])
+def test_linear_recursion_is_the_first_order_filter(n, b, a):
+    """The pure-numpy smoother equals the per-bar recursion y[t] = b x[t] + a y[t-1] (it replaced
+    scipy.signal.lfilter, whose import alone cost as much as the whole standard set)."""
+    x = np.random.default_rng(n).normal(0, 1, n) * 50
+    y, prev, expect = I.linear_recursion(x, b, a, 0.7), 0.7, []
+    for v in x:
+        prev = b * v + a * prev
+        expect.append(prev)
+    np.testing.assert_allclose(y, expect, rtol=1e-12, atol=1e-12)
+    x[n // 2] = np.nan  # a NaN spoils every later value, as in the recursion
+    y = I.linear_recursion(x, b, a, 0.7)
+    assert np.isnan(y[n // 2 :]).all() and not np.isnan(y[: n // 2]).any()

@@ -36,17 +36,68 @@ def test_gaussian_cvar_is_tail_integral():
 def test_cornish_fisher_reduces_to_gaussian_and_integrates():
     assert R.var_cornish_fisher(0.001, 0.02, 0.0, 0.0, 0.99, 5) == pytest.approx(R.var_gaussian(0.001, 0.02, 0.99, 5))
     mu, s, S, K, c = 0.0, 0.01, -0.6, 3.0, 0.95
-    var, cvar = R.var_cornish_fisher(mu, s, S, K, c)
+    var, _ = R.var_cornish_fisher(mu, s, S, K, c)
+    cvar = R.cvar_cornish_fisher_quantile_mean(mu, s, S, K, c)
 
     def q(u):
         z = stats.norm.ppf(u)
         return z + (z**2 - 1) * S / 6 + (z**3 - 3 * z) * K / 24 - (2 * z**3 - 5 * z) * S**2 / 36
 
     assert var == pytest.approx(-(mu + s * q(1 - c)))
+    # the quantile-mean estimator is the tail mean of the Cornish-Fisher quantile function
     tail, _ = integrate.quad(q, 0, 1 - c, limit=200)
     assert cvar == pytest.approx(-(mu + s * tail / (1 - c)), rel=1e-6)
     # negative skew and fat tails make the 99 % CF VaR larger than the Gaussian one
     assert R.var_cornish_fisher(0, s, S, K, 0.99)[0] > R.var_gaussian(0, s, 0.99)[0]
+
+
+def _edgeworth_mes(mu, s, S, K, c):
+    """Boudt et al.'s modified ES by direct numerical integration: the mean of z below the
+    Cornish-Fisher quantile g under the second-order Edgeworth density, divided by alpha, with
+    PerformanceAnalytics' operational floor (never below the modified VaR)."""
+    alpha = 1 - c
+    z = stats.norm.ppf(alpha)
+    g = z + (z**2 - 1) * S / 6 + (z**3 - 3 * z) * K / 24 - (2 * z**3 - 5 * z) * S**2 / 36
+
+    def density(u):
+        he3, he4, he6 = u**3 - 3 * u, u**4 - 6 * u**2 + 3, u**6 - 15 * u**4 + 45 * u**2 - 15
+        return stats.norm.pdf(u) * (1 + S / 6 * he3 + K / 24 * he4 + S**2 / 72 * he6)
+
+    tail, _ = integrate.quad(lambda u: u * density(u), -np.inf, g, limit=200)
+    return -mu - s * min(tail / alpha, g)
+
+
+@pytest.mark.parametrize(
+    "S, K, c",
+    [(-0.6, 3.0, 0.95), (0.3, 1.0, 0.99), (-1.0, 4.0, 0.975), (0.0, 0.5, 0.9), (-0.2, 2.0, 0.99)],
+)
+def test_modified_es_is_boudts_edgeworth_tail_mean(S, K, c):
+    """The cornish_fisher CVaR is Boudt, Peterson & Croux's modified ES (PerformanceAnalytics
+    ES(method="modified")): checked against a direct integration of the Edgeworth density."""
+    mu, s = 0.0004, 0.012
+    var, mes = R.var_cornish_fisher(mu, s, S, K, c)
+    assert mes == pytest.approx(_edgeworth_mes(mu, s, S, K, c), rel=1e-7)
+    assert mes >= var - 1e-15  # the operational floor
+    # and over h bars with the i.i.d. cumulant scaling (S/sqrt(h), K/h, mu h, sigma sqrt(h))
+    _, mes5 = R.var_cornish_fisher(mu, s, S, K, c, 5)
+    assert mes5 == pytest.approx(_edgeworth_mes(5 * mu, s * 5**0.5, S / 5**0.5, K / 5, c), rel=1e-7)
+
+
+def test_modified_es_differs_from_the_quantile_mean():
+    """The two Cornish-Fisher CVaRs are different estimators (the old output computed the
+    quantile mean under Boudt's name)."""
+    mes = R.var_cornish_fisher(0.0, 0.01, -0.6, 3.0, 0.95)[1]
+    qmean = R.cvar_cornish_fisher_quantile_mean(0.0, 0.01, -0.6, 3.0, 0.95)
+    assert abs(mes - qmean) > 1e-4
+
+
+def test_population_moments_as_performance_analytics():
+    r = np.random.default_rng(2).standard_t(5, 400) * 0.01
+    mu, sd, S, K = R.population_moments(r)
+    d = r - r.mean()
+    m2 = np.mean(d**2)
+    assert sd == pytest.approx(np.sqrt(m2)) and S == pytest.approx(stats.skew(r, bias=True))
+    assert K == pytest.approx(stats.kurtosis(r, fisher=True, bias=True))
 
 
 def test_historical_var_brute_force():
@@ -99,7 +150,7 @@ def test_var_monotone_in_confidence_and_cvar_above_var(r, c, dc):
         v2, e2 = f(c2)
         assert v2 >= v1 - 1e-12
         assert e1 >= v1 - 1e-12 and e2 >= v2 - 1e-12
-    # Cornish-Fisher on moderate moments (where its quantile is monotone)
+    # Cornish-Fisher on moderate moments (where its quantile is monotone); CVaR is Boudt's MES
     v1, e1 = R.var_cornish_fisher(mu, sd, 0.3, 1.0, c)
     v2, _ = R.var_cornish_fisher(mu, sd, 0.3, 1.0, c2)
     assert v2 >= v1 and e1 >= v1
@@ -155,9 +206,25 @@ def test_drawdown_brute_force():
     peak = int(np.argmax(p[: trough + 1]))
     assert dd["trough"] == b["timestamp"][trough].isoformat() and dd["peak"] == b["timestamp"][peak].isoformat()
     rec = next((t for t in range(trough, len(p)) if p[t] >= p[peak]), None)
-    assert dd["duration_bars"] == (rec if rec is not None else len(p) - 1) - peak
+    # duration: the longest peak-to-recovery span of the whole curve (SLICES.md shared
+    # definitions; it was the span of the deepest drawdown only)
+    longest, last_peak = 0, 0
+    for t in range(1, len(p)):
+        if p[t] >= max(p[: t + 1]):
+            longest, last_peak = max(longest, t - last_peak if p[t - 1] < max(p[:t]) else 0), t
+    if p[-1] < max(p):
+        longest = max(longest, len(p) - 1 - last_peak)
+    assert dd["duration_bars"] == longest
     up = np.linspace(1, 2, 50)
     assert R.drawdown(up, b["timestamp"].head(50))["max_drawdown"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "equity, duration",
+    [([1, 2, 1, 1, 1, 2], 4), ([1, 2, 3], 0), ([3, 2, 1], 2), ([1, 2, 1, 2, 1, 1, 1], 3), ([2, 1, 2, 2, 1.5, 1.9, 2.5], 3)],
+)
+def test_max_drawdown_duration_shared_definition(equity, duration):
+    assert R.max_drawdown_duration(np.array(equity, dtype=float)) == duration
 
 
 def test_beta_and_correlation_order():
@@ -279,7 +346,7 @@ def test_every_method_confidence_and_horizon_on_sample(no_store):
 def test_var_table_method_subset_skips_monte_carlo():
     r = np.random.default_rng(4).normal(0, 0.01, (500, 3))
     w = np.full(3, 1 / 3)
-    rows = R.var_table(r @ w, r, w, [0.95, 0.99], [1, 5], 1.0, 100, 0, methods=R.METHODS[:3])
-    assert [row["method"] for row in rows] == list(R.METHODS[:3]) * 4
+    rows = R.var_table(r @ w, r, w, [0.95, 0.99], [1, 5], 1.0, 100, 0, methods=R.METHODS[:-1])
+    assert [row["method"] for row in rows] == list(R.METHODS[:-1]) * 4
     full = R.var_table(r @ w, r, w, [0.95, 0.99], [1, 5], 1.0, 100, 0)
     assert [x for x in full if x["method"] != "monte_carlo"] == rows

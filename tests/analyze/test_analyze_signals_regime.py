@@ -10,7 +10,18 @@ from hypothesis import strategies as st
 
 from slices.analyze.errors import AnalyzeError
 from slices.analyze.regime import RegimeParams, current_run, expanding_percentile, realised_vol, regimes
-from slices.analyze.signals import STRATEGIES, current_signals, strategy_positions
+from slices.analyze.signals import current_signals, symbol_targets
+from slices.analyze.strategies import STRATEGIES, resolve_params
+
+
+def strategy_positions(name, bars, long_only=False):
+    """Targets of a built-in with its default parameters (after the long-only rule when asked)."""
+    strat, params = resolve_params(name, {})
+    return symbol_targets(strat, params, bars, "X", allow_short=not long_only)
+
+
+def builtins():
+    return [resolve_params(n, {}) for n in STRATEGIES]
 
 # ----------------------------------------------------------------------------------------------
 # golden loops: the rules of the brief, one bar at a time
@@ -117,26 +128,25 @@ def loop_breakout(h, l, c):
 def test_strategies_match_rules(seed, vol):
     b = make_bars(random_walk(250, seed=seed, vol=vol), seed=seed)
     h, l, c = (b[x].to_list() for x in ("high", "low", "close"))
-    H, L, C = (b[x].to_numpy() for x in ("high", "low", "close"))
-    assert strategy_positions("simple_ma", H, L, C).tolist() == loop_simple_ma(c)
-    assert strategy_positions("simple_ma", H, L, C, long_only=True).tolist() == loop_simple_ma(c, True)
-    assert strategy_positions("momentum", H, L, C).tolist() == loop_momentum(c)
-    assert strategy_positions("mean_reversion", H, L, C).tolist() == loop_mean_reversion(c)
-    assert strategy_positions("volatility", H, L, C).tolist() == loop_volatility(h, l, c)
-    assert strategy_positions("breakout", H, L, C).tolist() == loop_breakout(h, l, c)
+    assert strategy_positions("simple_ma", b).tolist() == loop_simple_ma(c)
+    assert strategy_positions("simple_ma", b, long_only=True).tolist() == loop_simple_ma(c, True)
+    assert strategy_positions("momentum", b).tolist() == loop_momentum(c)
+    assert strategy_positions("mean_reversion", b).tolist() == loop_mean_reversion(c)
+    assert strategy_positions("volatility", b).tolist() == loop_volatility(h, l, c)
+    assert strategy_positions("breakout", b).tolist() == loop_breakout(h, l, c)
 
 
 def test_signals_on_clear_trends():
     up = make_bars(np.linspace(100, 200, 120), spread=0.001)
-    sig = current_signals(*(up[x].to_numpy() for x in ("high", "low", "close")))
+    sig = current_signals(up, "UP", builtins(), allow_short=True)
     assert sig["momentum"] == "long" and sig["breakout"] == "long"
     down = make_bars(np.linspace(200, 100, 120), spread=0.001)
-    sig = current_signals(*(down[x].to_numpy() for x in ("high", "low", "close")))
+    sig = current_signals(down, "DOWN", builtins(), allow_short=True)
     assert sig["momentum"] == "short" and sig["breakout"] == "short"
-    sig_lo = current_signals(*(down[x].to_numpy() for x in ("high", "low", "close")), long_only=True)
-    assert "short" not in sig_lo.values()
+    sig_lo = current_signals(down, "DOWN", builtins(), allow_short=False)
+    assert "short" not in sig_lo.values() and sig_lo["momentum"] == "flat"
     few = make_bars(np.linspace(100, 110, 15))
-    assert set(current_signals(*(few[x].to_numpy() for x in ("high", "low", "close"))).values()) == {"n/a"}
+    assert set(current_signals(few, "FEW", builtins(), allow_short=True).values()) == {"n/a"}
     assert list(sig) == list(STRATEGIES)
 
 
