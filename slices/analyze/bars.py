@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
@@ -49,7 +49,11 @@ _SCHEMA = {
     "close": pl.Float64,
     "volume": pl.Float64,
 }
-GAP_FACTOR = 10  # a spacing over 10 x the median spacing (and over 7 days) is reported as a gap
+GAP_FACTOR = 5  # a spacing longer than 5 x the median spacing and GAP_MIN_DAYS is a gap (rule 12)
+GAP_MIN_DAYS = 4
+_NOMINAL_SECONDS = {**_INTRADAY_SECONDS, "1d": 86400, "1w": 7 * 86400, "1mo": 30 * 86400}  # a sparse symbol's step
+# ISO text at 00:00 local time with an explicit offset (yfinance's daily bars written by pandas)
+_MIDNIGHT_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]00:00(:00(\.0*)?)?([+-]\d{2}(:?\d{2})?|[Zz])$"
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,7 +214,11 @@ def _first_bad(raw: pl.DataFrame, col: str, bad: pl.Series) -> str:
 
 
 def _parse_time(raw: pl.DataFrame, col: str, path: Path) -> pl.Series:
-    """Rule 4: the time column as Datetime(us, UTC); AnalyzeError naming the first bad value."""
+    """Rule 4: the time column as Datetime(us, UTC); AnalyzeError naming the first bad value.
+
+    Zoned values (a zoned datetime, or ISO text with an offset) that are all 00:00 local time are
+    dates: 00:00 UTC of that local date (yfinance writes daily bars as America/New_York midnight).
+    """
     s = raw[col]
     dtype = s.dtype
     if dtype == pl.String:
@@ -218,11 +226,16 @@ def _parse_time(raw: pl.DataFrame, col: str, path: Path) -> pl.Series:
         if s.null_count() == 0 and s.str.contains(r"^[+-]?\d+$").all():
             s = s.cast(pl.Int64, strict=False)
             dtype = pl.Int64
+        elif s.null_count() == 0 and s.str.contains(_MIDNIGHT_WITH_OFFSET).all():
+            s = s.str.slice(0, 10)
     if dtype == pl.Date:
         out = s.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
     elif isinstance(dtype, pl.Datetime):
         out = s.dt.cast_time_unit("us")
-        out = out.dt.replace_time_zone("UTC") if dtype.time_zone is None else out.dt.convert_time_zone("UTC")
+        if dtype.time_zone is None or (out.dt.time() == time(0)).all():  # naive, or local midnights (dates)
+            out = out.dt.replace_time_zone(None).dt.replace_time_zone("UTC")
+        else:
+            out = out.dt.convert_time_zone("UTC")
     elif dtype.is_integer():
         v = s.cast(pl.Int64)
         frame = pl.DataFrame({"v": v}).select(
@@ -474,20 +487,20 @@ def _checked(
                 fail(sym, row["file"], row["timestamp"], reason + hint)
     if excluded:
         good = good.filter(~pl.col("symbol").is_in(list(excluded)))
-    if good.height == 0:  # rule 14: an error when none is left (then no exclusion warnings)
-        if len(excluded) == 1:
-            raise AnalyzeError(next(iter(excluded.values())))
-        raise AnalyzeError(
-            f"{', '.join(files)}: no usable symbol left ({len(excluded):,} excluded; first: {next(iter(excluded.values()))})"
-        )
+    if good.height == 0:  # rule 14: one error when none is left (then no exclusion warnings)
+        first = min(excluded, key=symbols.index)  # the first excluded symbol in file order
+        more = len(excluded) - 1
+        raise AnalyzeError(excluded[first] + (f" (and {more:,} more symbol{'s' if more > 1 else ''} excluded)"
+                                              if more else ""))
     for text in excluded.values():
         warn(f"{text}; symbol excluded")
-    _warnings(good)
-    return good.with_columns(pl.col("volume").fill_null(0.0)), excluded
+    return good, excluded  # missing volume cells still null: _warnings counts them, load() sets them to 0
 
 
-def _warnings(good: pl.DataFrame) -> None:
-    """Rule 12 warnings, one summary line per kind (each symbol named when there are few)."""
+def _warnings(good: pl.DataFrame, sparse: dict[str, str] | None = None) -> None:
+    """Rule 12 warnings, one summary line per kind (each symbol named when there are few). A gap
+    is a spacing longer than both 5 x the symbol's median spacing and 4 calendar days; for a
+    sparse symbol (``sparse``: ``{symbol: timeframe}``) its timeframe's spacing stands for the median."""
     step = pl.col("timestamp").diff().over("symbol")
     stats = good.group_by("symbol", maintain_order=True).agg(
         outside=((pl.col("open") > pl.col("high")) | (pl.col("open") < pl.col("low"))
@@ -507,9 +520,12 @@ def _warnings(good: pl.DataFrame) -> None:
         warn_grouped(text, rows.select("symbol", key).rows())
     gaps = []
     for r in stats.iter_rows(named=True):
-        if r["median"] is not None and r["longest"] > max(GAP_FACTOR * r["median"], timedelta(days=7)):
+        median = r["median"]
+        if r["symbol"] in (sparse or {}):
+            median = timedelta(seconds=_NOMINAL_SECONDS[sparse[r["symbol"]]])
+        if median is not None and r["longest"] > max(GAP_FACTOR * median, timedelta(days=GAP_MIN_DAYS)):
             gaps.append((r["symbol"], 1))
-    warn_grouped(f"gaps longer than {GAP_FACTOR}x the median bar spacing and 7 days", gaps)
+    warn_grouped(f"gaps longer than {GAP_FACTOR}x the median bar spacing and {GAP_MIN_DAYS} days", gaps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,13 +575,14 @@ def infer_timeframe(frame: pl.DataFrame) -> str:
     return timeframe_of(ts.diff().dt.total_microseconds().median() / 1e6)
 
 
-def _resolve_timeframe(good: pl.DataFrame, given: str | None, files: list[str]) -> str:
+def _resolve_timeframe(good: pl.DataFrame, given: str | None, files: list[str], sparse: dict[str, str]) -> str:
     """The one timeframe of the checked ``--data`` bars (SLICES.md shared definitions).
 
     Each symbol's median spacing gives its timeframe; two different ones are an error naming
-    two symbols. A symbol whose spacing matches no timeframe (e.g. two bars 60 days apart) is
-    an error unless other symbols have one: then it takes theirs, with a warning (this slice's
-    reading; the shared S&P 500 file holds such a symbol, SNI). ``given`` (``--timeframe``) must
+    two symbols. A symbol whose spacing matches no timeframe but is longer than the other
+    symbols' timeframe is sparse bars of that timeframe (the shared S&P 500 file's SNI: two daily
+    bars 60 days apart): it is added to ``sparse`` (``{symbol: timeframe}``) and its gap is warned
+    about; any other unmatched spacing is an error naming it. ``given`` (``--timeframe``) must
     agree with the result; without it a ``note:`` tells the inferred one.
     """
     med = good.group_by("symbol", maintain_order=True).agg(
@@ -578,9 +595,6 @@ def _resolve_timeframe(good: pl.DataFrame, given: str | None, files: list[str]) 
             found[sym] = timeframe_of(None if us is None else us / 1e6)
         except AnalyzeError as exc:
             odd[sym] = exc
-    if odd and not found:
-        sym, exc = next(iter(odd.items()))
-        raise AnalyzeError(f"{', '.join(files)}: {sym}: {exc}")
     labels = list(dict.fromkeys(found.values()))
     if len(labels) > 1:
         a = next(s for s, t in found.items() if t == labels[0])
@@ -588,9 +602,12 @@ def _resolve_timeframe(good: pl.DataFrame, given: str | None, files: list[str]) 
         raise AnalyzeError(
             f"symbols of different timeframes: {a} is {labels[0]}, {b} is {labels[1]} (load one timeframe per run)"
         )
-    tf = labels[0]
+    tf = labels[0] if labels else None
+    spacing = dict(med.iter_rows())
     for sym, exc in odd.items():
-        warn(f"{sym}: {exc}; taken as {tf} like the other symbols")
+        if tf is None or spacing[sym] / 1e6 <= _NOMINAL_SECONDS[tf]:
+            raise AnalyzeError(f"{', '.join(files)}: {sym}: {exc}")
+        sparse[sym] = tf
     if given is not None and given != tf:
         raise AnalyzeError(f"--timeframe {given} does not match the --data bars, which are {tf}")
     if given is None:
@@ -709,7 +726,9 @@ def load(symbols: list[str] | None, req: BarRequest) -> Loaded:
                 )
             frame = frame.filter(pl.col("symbol").is_in(named))
         good, excluded = _checked(frame, files, req, named)
-        timeframe = _resolve_timeframe(good, req.timeframe, files)
+        sparse: dict[str, str] = {}
+        timeframe = _resolve_timeframe(good, req.timeframe, files, sparse)
+        _warnings(good, sparse)
     else:
         if named is None:
             raise AnalyzeError("name at least one symbol (e.g. AAPL; the sample symbols work without a store)")
@@ -718,6 +737,8 @@ def load(symbols: list[str] | None, req: BarRequest) -> Loaded:
             raise AnalyzeError(f"--timeframe {timeframe}: the bar store holds only {', '.join(STORE_TIMEFRAMES)}")
         frame, files = _store_frame(named, req, timeframe)
         good, excluded = _checked(frame, files, req, named)
+        _warnings(good)
+    good = good.with_columns(pl.col("volume").fill_null(0.0))
     parts = good.select("symbol", *BAR_COLUMNS).partition_by("symbol", as_dict=True, include_key=False)
     order = named if named is not None else frame["symbol"].unique(maintain_order=True).to_list()
     bars = {s: parts[(s,)] for s in order if (s,) in parts}

@@ -14,7 +14,7 @@ import polars as pl
 
 from slices.analyze import indicators as ind
 from slices.analyze.bars import TIMEFRAMES, BarRequest, is_intraday, load, periods_per_year
-from slices.analyze.errors import AnalyzeError, warn_grouped
+from slices.analyze.errors import AnalyzeError, held, info, warn_grouped
 from slices.analyze.output import (
     check_out,
     frame_records,
@@ -100,7 +100,8 @@ def common_options(func):
         )
         names = [*kwargs.pop("symbols"), *kwargs.pop("symbol_lists")]
         try:
-            return func(*args, names=names, req=req, **kwargs)
+            with held():  # nothing reaches stderr before an error line
+                return func(*args, names=names, req=req, **kwargs)
         except (AnalyzeError, StrategyError) as exc:
             if debug and exc.__cause__ is not None:
                 traceback.print_exception(exc.__cause__, file=sys.stderr)
@@ -213,7 +214,7 @@ def indicators(names, specs, rows, fmt, out, req, quiet):
     columns = frame.columns
     if path:
         write_series(frame, path)
-        click.echo(f"wrote {frame.height:,} rows x {frame.width} columns ({len(syms):,} symbols) to {path}", err=True)
+        info(f"wrote {frame.height:,} rows x {frame.width} columns ({len(syms):,} symbols) to {path}")
     if fmt == "json":
         click.echo(
             to_json({"symbols": syms, "timeframe": loaded.timeframe, "columns": columns, "rows": frame_records(frame)})
@@ -281,7 +282,7 @@ def regime(
     )
     if path:
         write_series(frame, path)
-        click.echo(f"wrote {frame.height:,} rows ({len(frames):,} symbols) to {path}", err=True)
+        info(f"wrote {frame.height:,} rows ({len(frames):,} symbols) to {path}")
     if fmt == "json":
         click.echo(
             to_json(
@@ -336,7 +337,7 @@ def risk(names, weights, normalize, confidence, horizon, value, simulations, see
     result["timeframe"] = loaded.timeframe
     if path:
         write_text(risk_html(result) if path.suffix.lower() in (".html", ".htm") else to_json(result), path)
-        click.echo(f"wrote {path}", err=True)
+        info(f"wrote {path}")
     if fmt == "json":
         click.echo(to_json(result))
     elif not path:
@@ -415,7 +416,7 @@ def report(names, strategy_refs, params, allow_short, long_only, fmt, out, req, 
     rep["timeframe"] = loaded.timeframe
     if path:
         write_text(report_html(rep, loaded.bars) if path.suffix.lower() in (".html", ".htm") else to_json(rep), path)
-        click.echo(f"wrote {path}", err=True)
+        info(f"wrote {path}")
     if fmt == "json":
         click.echo(to_json(rep))
     elif not path:
@@ -454,7 +455,7 @@ def signals(names, strategy_ref, params, allow_short, leverage, rows, fmt, out, 
     value = "weight" if strat.form == "weights" else "target"
     if path:
         write_series(frame, path)
-        click.echo(f"wrote {frame.height:,} rows ({len(loaded.bars):,} symbols) to {path}", err=True)
+        info(f"wrote {frame.height:,} rows ({len(loaded.bars):,} symbols) to {path}")
     if fmt == "json":
         click.echo(
             to_json(

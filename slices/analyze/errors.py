@@ -2,21 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+
+_held: list[str] | None = None  # lines kept back while a command runs (see held())
 
 
 class AnalyzeError(Exception):
     """Bad input (file, symbol, parameter). The CLI prints it as one line and exits with 2."""
 
 
+def info(line: str) -> None:
+    """Print ``line`` on stderr, or keep it back inside :func:`held`."""
+    if _held is None:
+        print(line, file=sys.stderr)
+    else:
+        _held.append(line)
+
+
+@contextlib.contextmanager
+def held():
+    """Keep back every stderr line of :func:`info`, :func:`warn` and :func:`note` printed inside
+    the block; print them when the block ends normally and drop them when it raises, so that an
+    error line is the only line on stderr (SLICES.md command-line style). Nested blocks defer to
+    the outermost one."""
+    global _held
+    if _held is not None:
+        yield
+        return
+    _held = []
+    try:
+        yield
+    except BaseException:
+        _held = None
+        raise
+    lines, _held = _held, None
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
 def warn(message: str) -> None:
     """Print a one-line ``warning: ...`` on stderr (suspicious but usable data)."""
-    print(f"warning: {message}", file=sys.stderr)
+    info(f"warning: {message}")
 
 
 def note(message: str) -> None:
     """Print a one-line ``note: ...`` on stderr."""
-    print(f"note: {message}", file=sys.stderr)
+    info(f"note: {message}")
 
 
 def warn_grouped(kind: str, items: list[tuple[str, int]], limit: int = 3) -> None:

@@ -8,7 +8,10 @@ usage error or a failed operation (one line ``error: ...`` on stderr, no traceba
 from __future__ import annotations
 
 import json
+import re
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,18 +21,20 @@ import polars as pl
 
 from slices.data.errors import DataError
 from slices.data.loader import Issue, raw_symbol_frames, read_file
-from slices.data.providers import make_provider, provider_chain
+from slices.data.providers import RetryPolicy, make_provider, provider_chain
 from slices.data.schema import TIMEFRAMES, check_symbol, fmt_price, fmt_time, infer_timeframes
 from slices.data.service import (
     SymbolReport,
     Target,
+    WatchStopped,
     fetch_symbols,
     import_files,
     record_validation,
     update_symbols,
     validate_targets,
+    watch_loop,
 )
-from slices.data.store import SAMPLE_ROOT, Store, atomic_write_bytes, open_store, utc_now
+from slices.data.store import SAMPLE_ROOT, Store, atomic_write_bytes, iso, open_store, utc_now
 from slices.data.validate import SEVERITIES, parse_asof, summarize
 
 COMMA_HINT = "hint: --symbols takes one comma list: --symbols AAPL,MSFT"
@@ -127,6 +132,26 @@ class When(click.ParamType):
         if self.end and len(text) <= 10:
             dt += timedelta(days=1) - timedelta(microseconds=1)
         return dt
+
+
+class Interval(click.ParamType):
+    """``update --watch``: seconds between cycles, ``60``, ``30s``, ``5m``, ``1h`` or ``1.5m``
+    (at least 1 second). Converts to seconds (float)."""
+
+    name = "interval"
+    UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            secs = float(value)
+        else:
+            m = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", str(value).strip().lower())
+            if not m:
+                self.fail(f"{value!r}: use seconds or a number with s, m or h (60, 30s, 5m, 1h)", param, ctx)
+            secs = float(m.group(1)) * self.UNITS[m.group(2)]
+        if not secs >= 1:
+            self.fail(f"{value!r}: the interval must be at least 1 second", param, ctx)
+        return secs
 
 
 def _set_debug(ctx, _param, value):
@@ -328,13 +353,11 @@ def _emit(reports: list[SymbolReport], kind: str, fmt: str, root: Path) -> None:
 
 @contextmanager
 def _creating(st: Store):
-    """Note when a writing command created the named store folder."""
+    """Note when a writing command that succeeded created the named store folder."""
     existed = st.root.exists()
-    try:
-        yield
-    finally:
-        if not existed and st.root.is_dir():
-            note(f"created store {st.root}")
+    yield  # on an error nothing is noted: the error line is the only line on stderr
+    if not existed and st.root.is_dir():
+        note(f"created store {st.root}")
 
 
 @click.group(cls=SliceGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -378,24 +401,32 @@ def fetch(symbols, symbol_lists, start, end, timeframe, provider, fmt, quiet, st
 @click.option("--prepend", is_flag=True, help="Extend history backwards instead of forwards.")
 @click.option("--start", type=When(), default=None, metavar="DATE",
               help="With --prepend: how far back, YYYY-MM-DD (default: the timeframe's fetch span).")
+@click.option("--watch", type=Interval(), default=None, metavar="INTERVAL",
+              help="Keep the store current: update every INTERVAL (60, 30s, 5m, 1h) until Ctrl-C or SIGTERM; "
+                   "one summary line per cycle on stderr.")
+@click.option("--max-cycles", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --watch: stop after N cycles.")
 @format_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @store_option
 @common
-def update(symbols, symbol_lists, timeframe, provider, prepend, start, fmt, quiet, store):
+def update(symbols, symbol_lists, timeframe, provider, prepend, start, watch, max_cycles, fmt, quiet, store):
     """Bring stored symbols (default: all) up to date from their last bar; no stored bar is
-    refetched. With --prepend, extend their history backwards instead."""
+    refetched. With --prepend, extend their history backwards instead. With --watch, repeat
+    every INTERVAL until stopped (Ctrl-C or SIGTERM end it cleanly, exit 0)."""
     if start is not None and not prepend:
         raise DataError("update --start needs --prepend (a forward update always starts after the last stored bar)")
+    if watch is not None and prepend:
+        raise DataError("update --watch cannot be used with --prepend (a watch appends new bars)")
+    if max_cycles is not None and watch is None:
+        raise DataError("update --max-cycles needs --watch")
     wanted = gather_symbols(symbols, symbol_lists)
     st = open_store(store, writing=True)
     st.check_writable()
-    tfs = [timeframe] if timeframe else st.timeframes()
-    pairs = [(tf, s) for tf in tfs for s in (wanted or st.symbols(tf)) if st.has(tf, s)]
-    missing = [s for s in wanted if not any(p[1] == s for p in pairs)]
-    if missing:
-        raise DataError(f"not in store {st.root}: {' '.join(missing)} (use fetch first)")
+    pairs = _update_pairs(st, wanted, timeframe)
     if not pairs:
+        if watch is not None:
+            raise DataError(f"store {st.root} holds no symbols to watch (use fetch first)")
         note(f"store {st.root} holds no symbols; nothing to update")
         return
 
@@ -405,9 +436,143 @@ def update(symbols, symbol_lists, timeframe, provider, prepend, start, fmt, quie
             return [make_provider(n) for n in provider_chain("auto", stored if stored in ("yahoo", "alpaca") else None)]
         return [make_provider(n) for n in provider_chain(provider)]
 
+    if watch is not None:
+        _watch(st, wanted, timeframe, providers_for, watch, max_cycles, fmt, quiet)
+        return
     with _progress(len(pairs), "updating", quiet=quiet) as step:
         reports = update_symbols(st, pairs, providers_for, prepend=prepend, start=start, progress=step)
     _emit(reports, "added", fmt, st.root)
+
+
+def _update_pairs(st: Store, wanted: list[str], timeframe: str | None) -> list[tuple[str, str]]:
+    """``(timeframe, symbol)`` pairs to update: the ``wanted`` symbols (every stored one when
+    none is named) in ``timeframe`` or every stored timeframe. ``DataError`` naming the wanted
+    symbols the store lacks."""
+    tfs = [timeframe] if timeframe else st.timeframes()
+    pairs = [(tf, s) for tf in tfs for s in (wanted or st.symbols(tf)) if st.has(tf, s)]
+    missing = [s for s in wanted if not any(p[1] == s for p in pairs)]
+    if missing:
+        raise DataError(f"not in store {st.root}: {' '.join(missing)} (use fetch first)")
+    return pairs
+
+
+WATCH_LISTED = 10  # a watch cycle line names each series up to this many, then counts them
+
+
+@contextmanager
+def _stop_on_signals():
+    """Yield ``(event, got)``: the first SIGINT (Ctrl-C) or SIGTERM sets ``event`` and appends
+    its name to ``got``; the earlier handlers are put back at once, so a second Ctrl-C
+    interrupts immediately. The handlers are restored on exit (no-op outside the main thread)."""
+    stop, got, prev = threading.Event(), [], {}
+
+    def restore():
+        for sig, h in prev.items():
+            signal.signal(sig, h)
+
+    def handler(signum, _frame):
+        got.append(signal.Signals(signum).name)
+        stop.set()
+        restore()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            prev[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
+    try:
+        yield stop, got
+    finally:
+        restore()
+
+
+def _pause(stop: threading.Event, seconds: float) -> None:
+    """Wait between watch cycles; returns at once when a stop signal sets ``stop``."""
+    stop.wait(seconds)
+
+
+def _cycle_line(when, pairs: list[tuple[str, str]], reports: list[SymbolReport]) -> str:
+    """The per-cycle summary, e.g. ``watch: 2026-11-22T14:31:00Z: AAPL +1 bar, MSFT up to date``
+    (the timeframe is named when several are watched; more than ``WATCH_LISTED`` series are
+    counted instead of named)."""
+    several = len({tf for tf, _ in pairs}) > 1
+
+    def name(tf, sym):
+        return f"{sym} {tf}" if several else sym
+
+    def outcome(r):
+        if r.error == WatchStopped.MESSAGE:
+            return "stopped"
+        if r.error:
+            return "failed"
+        if r.rows:
+            return f"+{_count(r.rows)} bar{'s' if r.rows != 1 else ''}"
+        return r.note or "up to date"
+
+    if len(reports) <= WATCH_LISTED:
+        parts = [f"{name(r.timeframe, r.symbol)} {outcome(r)}" for r in reports]
+    else:
+        new = [r for r in reports if r.rows and not r.error]
+        failed = [r for r in reports if r.error]
+        parts = [f"{_count(len(new))} series +{_count(sum(r.rows for r in new))} bars",
+                 f"{_count(len(reports) - len(new) - len(failed))} unchanged"]
+        if failed:
+            shown = ", ".join(name(r.timeframe, r.symbol) for r in failed[:5])
+            parts.append(f"{_count(len(failed))} failed ({shown}{', ...' if len(failed) > 5 else ''})")
+    if len(reports) < len(pairs):
+        parts.append(f"stopped before {name(*pairs[len(reports)])}")
+    return f"watch: {iso(when)}: " + (", ".join(parts) or "nothing done")
+
+
+def _watch(st: Store, wanted: list[str], timeframe: str | None, providers_for, interval: float,
+           max_cycles: int | None, fmt: str, quiet: bool) -> None:
+    """``update --watch``: run a forward update every ``interval`` seconds (``watch_loop``).
+
+    Each cycle re-lists the series when no symbol is named (series fetched meanwhile join),
+    writes provider warnings and failover notes, one ``warning:`` per failed symbol (the watch
+    goes on; each fetch retries as ``update`` does, and a stop ends the backoff wait), the
+    summary line on stderr and, with ``--format json``, one JSON object per line on stdout.
+    SIGINT/SIGTERM stop it before the next symbol (a started write completes; writes are
+    atomic renames), with ``note: stopped ...``; it returns normally (exit 0).
+    """
+    with _stop_on_signals() as (stop, got):
+
+        def backoff(seconds: float) -> None:
+            if stop.wait(seconds):
+                raise WatchStopped(WatchStopped.MESSAGE)
+
+        retry = RetryPolicy(sleep=backoff)
+
+        def cycle(n: int) -> None:
+            when = utc_now()
+            pairs: list[tuple[str, str]] = []
+            try:
+                pairs = _update_pairs(st, wanted, timeframe)
+                with _progress(len(pairs), "updating", quiet=quiet) as step:
+                    reports = update_symbols(st, pairs, providers_for, retry=retry, now=when, progress=step,
+                                             stop=stop.is_set)
+            except DataError as exc:  # no provider usable (offline, keys), a symbol removed, lock timeout
+                warn(f"{exc}; trying again in the next cycle")
+                click.echo(f"watch: {iso(when)}: cycle failed", err=True)
+                if fmt == "json":
+                    click.echo(json.dumps({"cycle": n, "time": iso(when), "store": str(st.root), "results": [],
+                                           "error": str(exc)}))
+                return
+            emit_warnings([Issue("provider", w, r.symbol) for r in reports for w in r.warnings])
+            for r in reports:
+                for line in r.notes:
+                    note(line)
+                if r.error and r.error != WatchStopped.MESSAGE:
+                    warn(f"{r.error}; trying again in the next cycle")
+            click.echo(_cycle_line(when, pairs, reports), err=True)
+            if fmt == "json":
+                click.echo(json.dumps({"cycle": n, "time": iso(when), "store": str(st.root),
+                                       "results": [_report_dict(r, "added") for r in reports], "error": None}))
+
+        every = f"{interval:g} s" if interval < 60 else f"{interval / 60:g} min" if interval < 3600 else f"{interval / 3600:g} h"
+        note(f"watching {st.root} every {every}; Ctrl-C or SIGTERM stops after the current symbol")
+        n = watch_loop(cycle, interval, stop.is_set, lambda s: _pause(stop, s), max_cycles)
+    why = f"by {got[0]}" if got else "(--max-cycles)"
+    note(f"stopped {why} after {_count(n)} cycle{'s' if n != 1 else ''}; every write completed")
 
 
 @cli.command("import")

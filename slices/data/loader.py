@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, time, timezone
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +34,10 @@ INDEX_NAMES = ("__index_level_0__", "index", "unnamed: 0", "")
 ALIASES = {"adjclose": "adj_close", "adjusted_close": "adj_close", "ticker": "symbol"}
 WANTED = (*PRICE_COLUMNS, "volume", "adj_close", "symbol")
 NULL_MARKERS = ("", "na", "n/a", "nan", "null", "none", "nil", "-", "--", "#n/a", "#na", "#value!")
-GAP_MIN_SECONDS = 4 * 86400  # longer than a long holiday weekend (Fri -> Tue)
-GAP_MEDIANS = 2.5            # and longer than 2.5 median spacings (so weekly/monthly data has none)
+GAP_MIN_SECONDS = 4 * 86400  # a gap is longer than 4 calendar days (a long holiday weekend: Fri -> Tue)
+GAP_MEDIANS = 5              # and longer than 5 median spacings (SLICES.md contract 2, rule 12)
+# ISO text at 00:00 local time with an explicit offset (yfinance's daily bars written by pandas)
+MIDNIGHT_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]00:00(:00(\.0*)?)?([+-]\d{2}(:?\d{2})?|[Zz])$"
 _US = 1_000_000
 
 
@@ -77,6 +79,7 @@ class SymbolBars:
     sources: list[str]
     adjusted: bool | None
     warnings: list[Issue] = field(default_factory=list)
+    src: np.ndarray | None = None  # index into ``sources`` of each row of ``frame``
 
 
 @dataclass
@@ -144,7 +147,9 @@ def _iso_us(text: str) -> int:
 
 def parse_times(s: pl.Series, where: str) -> pl.Series:
     """Rule 4: any accepted time column -> ``Datetime(us, UTC)``; ``DataError`` naming the
-    column and the first bad value otherwise."""
+    column and the first bad value otherwise. Zoned values (a zoned datetime, or ISO text with an
+    offset) that are all 00:00 local time are dates: 00:00 UTC of that local date (yfinance
+    writes daily bars as America/New_York midnight)."""
     name = s.name
     if s.null_count():
         raise DataError(f"{where}: time column {name!r}: empty cell in row {int(s.is_null().arg_max()) + 2}")
@@ -152,7 +157,10 @@ def parse_times(s: pl.Series, where: str) -> pl.Series:
     if isinstance(dt, pl.Date):
         return s.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
     if isinstance(dt, pl.Datetime):
-        s = s.dt.replace_time_zone("UTC") if dt.time_zone is None else s.dt.convert_time_zone("UTC")
+        if dt.time_zone is None or (s.dt.time() == time(0)).all():  # naive, or local midnights (dates)
+            s = s.dt.replace_time_zone(None).dt.replace_time_zone("UTC")
+        else:
+            s = s.dt.convert_time_zone("UTC")
         return s.dt.cast_time_unit("us")
     if dt.is_integer():
         return _epoch_us(s).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
@@ -160,6 +168,8 @@ def parse_times(s: pl.Series, where: str) -> pl.Series:
         t = s.str.strip_chars()
         if t.str.contains(r"^-?\d+$").all():
             return _epoch_us(t.cast(pl.Int64)).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        if t.str.contains(MIDNIGHT_WITH_OFFSET).all():
+            t = t.str.slice(0, 10)
         uniq = t.unique(maintain_order=True)
         out = []
         for text in uniq.to_list():
@@ -302,7 +312,9 @@ def _daily(us: np.ndarray) -> bool:
 
 def _warnings(sym: str, frame: pl.DataFrame, src: np.ndarray, sources: list[str], raw: pl.DataFrame) -> list[Issue]:
     """Rule 12 warnings of a valid symbol (sorted frame; ``src`` the file index of each row;
-    ``raw`` the same rows' ``volume`` before missing cells became 0, and ``no_volume``)."""
+    ``raw`` the same rows' ``volume`` before missing cells became 0, and ``no_volume``). The
+    gap warning (spacings longer than both 5 x the median spacing and 4 calendar days) is
+    ``gap_warning``; a sparse symbol's is added by ``sparse_gap_warning`` once its timeframe is known."""
     us = frame["timestamp"].dt.epoch("us").to_numpy()
     daily = _daily(us)
     out = []
@@ -318,14 +330,24 @@ def _warnings(sym: str, frame: pl.DataFrame, src: np.ndarray, sources: list[str]
     no_col = raw["no_volume"].to_numpy()
     first(raw["volume"].is_null().to_numpy(), "missing_volume", "missing volume cell(s) set to 0")
     first((raw["volume"].to_numpy() == 0) & ~no_col, "zero_volume", "zero-volume bar(s)")
-    if us.size > 2:
-        d = np.diff(us)
-        gap = d > max(GAP_MIN_SECONDS * _US, GAP_MEDIANS * float(np.median(d)))
-        if gap.any():
-            k = int(np.argmax(np.where(gap, d, 0)))
-            out.append(Issue("gap", f"{sources[src[k + 1]]}: {sym}: {int(gap.sum()):,} gap(s) in the bars (largest "
-                                    f"{d[k] / 86400e6:.1f} days after {fmt_time(int(us[k]), daily)})", sym))
+    if us.size > 1:
+        gap = gap_warning(sym, us, src, sources, float(np.median(np.diff(us))) / _US)
+        if gap is not None:
+            out.append(gap)
     return out
+
+
+def gap_warning(sym: str, us: np.ndarray, src: np.ndarray, sources: list[str], step_seconds: float) -> Issue | None:
+    """Rule 12: the ``gap`` warning of a symbol whose sorted bar times are ``us`` (epoch
+    microseconds, ``src`` the file index of each), or None: spacings longer than both 5 x
+    ``step_seconds`` (the median spacing; a sparse symbol's timeframe's spacing) and 4 days."""
+    d = np.diff(us)
+    gap = d > max(GAP_MIN_SECONDS * _US, GAP_MEDIANS * step_seconds * _US)
+    if not gap.any():
+        return None
+    k = int(np.argmax(np.where(gap, d, 0)))
+    return Issue("gap", f"{sources[src[k + 1]]}: {sym}: {int(gap.sum()):,} gap(s) in the bars (largest "
+                        f"{d[k] / 86400e6:.1f} days after {fmt_time(int(us[k]), _daily(us))})", sym)
 
 
 def raw_symbol_frames(parts: list[FilePart]) -> dict[str, tuple[pl.DataFrame, list[str]]]:
@@ -399,17 +421,16 @@ def load_bars(paths: list[str | Path], symbols: list[str] | tuple[str, ...] = ()
                 raise DataError(problem)
             warnings.append(Issue("excluded", f"{problem}; symbol excluded", sym))
             continue
-        sb = SymbolBars(sym, merged, sources, ps[0].adjusted, [w for p in ps for w in p.warnings])
+        sb = SymbolBars(sym, merged, sources, ps[0].adjusted, [w for p in ps for w in p.warnings], src)
         sb.warnings += _warnings(sym, merged, src, sources, raw)
         for w in sb.warnings:
             if w.kind != "no_volume_column" or w.text not in seen:  # once per file, not per symbol
                 seen.add(w.text)
                 warnings.append(w)
         bars.append(sb)
-    if not bars:
+    if not bars:  # one line: the first excluded symbol's reason (file order), then how many more
         excluded = [w for w in warnings if w.kind == "excluded"]
-        if len(excluded) == 1:  # one symbol: its fault is the one-line error
-            raise DataError(excluded[0].text.removesuffix("; symbol excluded"))
-        raise DataError(f"no usable symbol left in {', '.join(str(p) for p in paths)} (every symbol was excluded)",
-                        warnings=[w.text for w in warnings if w.kind == "excluded"])
+        more = len(excluded) - 1
+        raise DataError(excluded[0].text.removesuffix("; symbol excluded")
+                        + (f" (and {more:,} more symbol{'s' if more > 1 else ''} excluded)" if more else ""))
     return Loaded(bars, warnings)

@@ -175,6 +175,8 @@ def clean_for_store(df: pl.DataFrame, symbol: str, where: str) -> CleanResult:
 # Shared definitions (SLICES.md): spacings matched within +-10 %, then day ranges.
 SPACING_TIMEFRAMES: dict[str, int] = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400}
 DAY_RANGES: tuple[tuple[str, float, float], ...] = (("1d", 20 / 24, 4.0), ("1w", 4.0, 10.0), ("1mo", 25.0, 35.0))
+# the spacing a timeframe stands for (a sparse symbol's gaps are measured against it)
+NOMINAL_SECONDS: dict[str, int] = {**SPACING_TIMEFRAMES, "1d": 86400, "1w": 7 * 86400, "1mo": 30 * 86400}
 
 
 def _spacing_text(seconds: float) -> str:
@@ -219,10 +221,13 @@ def infer_timeframe(timestamps: pl.Series, where: str) -> str:
     return _timeframe_of(_spacings(timestamps), where)
 
 
-def infer_timeframes(series: dict[str, pl.Series], where: dict[str, str]) -> dict[str, str]:
-    """``infer_timeframe`` per symbol. A symbol whose own spacing matches no timeframe (the
-    shared S&P file's SNI: two bars 60 days apart) takes the timeframe of all the symbols'
-    spacings pooled, when there are other symbols and that one matches; else ``DataError``."""
+def infer_timeframes(series: dict[str, pl.Series], where: dict[str, str],
+                     sparse: dict[str, str] | None = None) -> dict[str, str]:
+    """``infer_timeframe`` per symbol. A symbol whose own spacing matches no timeframe but is
+    longer than the other symbols' timeframe (the shared S&P file's SNI: two daily bars 60 days
+    apart) is sparse bars of that timeframe (the longest of the others' timeframes shorter than
+    its spacing, when they differ) and is added to ``sparse`` (``{symbol: timeframe}``, for its
+    gap warning); any other spacing that matches none is a ``DataError`` naming it."""
     out: dict[str, str] = {}
     odd: list[str] = []
     for sym, ts in series.items():
@@ -230,12 +235,14 @@ def infer_timeframes(series: dict[str, pl.Series], where: dict[str, str]) -> dic
             out[sym] = infer_timeframe(ts, where[sym])
         except DataError:
             odd.append(sym)
-    if odd:
-        if len(series) == 1:
-            infer_timeframe(series[odd[0]], where[odd[0]])  # raises with the symbol's own spacing
-        pooled = _timeframe_of(pl.concat([_spacings(ts) for ts in series.values()]),
-                               f"{where[odd[0]]} (and all symbols together)")
-        out.update({sym: pooled for sym in odd})
+    for sym in odd:
+        med = float(_spacings(series[sym]).median())
+        shorter = [tf for tf in set(out.values()) if NOMINAL_SECONDS[tf] < med]
+        if not shorter:
+            infer_timeframe(series[sym], where[sym])  # raises with the symbol's own spacing
+        out[sym] = max(shorter, key=NOMINAL_SECONDS.__getitem__)
+        if sparse is not None:
+            sparse[sym] = out[sym]
     return out
 
 

@@ -15,9 +15,9 @@ import polars as pl
 
 from slices.data import calendars
 from slices.data.errors import DataError, EmptyResponseError, ProviderError
-from slices.data.loader import Issue, load_bars
+from slices.data.loader import Issue, gap_warning, load_bars
 from slices.data.providers import Bars, Provider, RetryPolicy, bar_step, fetch_with_failover, no_provider_usable
-from slices.data.schema import check_symbol, infer_timeframes, store_timeframe
+from slices.data.schema import NOMINAL_SECONDS, check_symbol, infer_timeframes, store_timeframe
 from slices.data.store import SAMPLE_ROOT, Store, iso, merge_bars, utc_now
 from slices.data.validate import Finding, Rules, summarize, validate_frame
 
@@ -108,15 +108,19 @@ def write_merged(store: Store, symbol: str, timeframe: str, new: pl.DataFrame, m
 
 
 def _each(pairs: list[tuple[str, str]], work: Callable[[SymbolReport], None],
-          progress: Callable[[str], None] | None) -> list[SymbolReport]:
+          progress: Callable[[str], None] | None, stop: Callable[[], bool] | None = None) -> list[SymbolReport]:
     """Run ``work(report)`` for each ``(timeframe, symbol)``, one report per pair.
 
     A provider or data failure of one symbol is recorded in ``report.error`` and the next
     symbol goes on, except when no provider is usable at all (offline, no keys): then
-    ``DataError`` ends the run (symbols already written stay written).
+    ``DataError`` ends the run (symbols already written stay written). When ``stop()`` turns
+    true the remaining pairs are skipped (checked before each symbol, so a started write
+    always completes); the result then has fewer reports than pairs.
     """
     out = []
     for i, (tf, sym) in enumerate(pairs):
+        if stop is not None and stop():
+            break
         rep = SymbolReport(sym, tf)
         try:
             work(rep)
@@ -173,6 +177,7 @@ def update_symbols(
     store: Store, pairs: Iterable[tuple[str, str]], providers_for: Callable[[dict], list[Provider]],
     retry: RetryPolicy | None = None, prepend: bool = False, start: datetime | None = None,
     now: datetime | None = None, progress: Callable[[str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[SymbolReport]:
     """Bring stored series up to date without refetching stored bars.
 
@@ -180,7 +185,7 @@ def update_symbols(
     last complete bar (or, with ``prepend``, from ``start`` - default ``DEFAULT_SPAN`` before
     the first bar - to one bar before the first stored bar) and append only bars outside the
     stored range. ``providers_for(meta)`` chooses the providers from the stored metadata.
-    An empty answer means "nothing new" (not an error).
+    An empty answer means "nothing new" (not an error). ``stop`` (watch mode): see ``_each``.
     """
     now = now or utc_now()
 
@@ -206,7 +211,44 @@ def update_symbols(
             rep.warnings.append(f"{sym} {tf}: stored bars came from {cur.meta.get('provider')}, new bars from {pname}")
         _store_bars(store, rep, bars, pname, "extend")
 
-    return _each(list(pairs), work, progress)
+    return _each(list(pairs), work, progress, stop)
+
+
+class WatchStopped(DataError):
+    """Raised inside a watch cycle by the retry backoff's sleep when a stop was asked for: the
+    symbol being fetched is abandoned before anything of it is written. A ``DataError``, so
+    ``_each`` records it as that symbol's error and its stop check then ends the cycle."""
+
+    MESSAGE = "stopped while waiting to retry"
+
+
+def watch_loop(cycle: Callable[[int], None], interval: float, stop: Callable[[], bool],
+               wait: Callable[[float], object], max_cycles: int | None = None,
+               clock: Callable[[], float] | None = None) -> int:
+    """Run ``cycle(n)`` for n = 1, 2, ... every ``interval`` seconds until ``stop()`` is true or
+    ``max_cycles`` cycles have run; returns the number of cycles started.
+
+    Fixed rate: cycle n is due ``(n - 1) * interval`` seconds after the first one; a cycle that
+    overruns its slot makes the next one start at once (missed slots are skipped, never made
+    up). Between cycles ``wait(seconds)`` is called once with the time left, at most
+    ``interval`` (the command line passes ``threading.Event.wait``: it returns when the time
+    is up or at once when a SIGTERM/SIGINT handler sets the event).
+    """
+    import time
+
+    clock = clock or time.monotonic
+    n = 0
+    due = clock()
+    while not stop():
+        n += 1
+        cycle(n)
+        if max_cycles is not None and n >= max_cycles:
+            break
+        due = max(due + interval, clock())
+        left = min(due - clock(), interval)
+        if left > 0 and not stop():
+            wait(left)
+    return n
 
 
 def import_files(store: Store, paths: Iterable[str | Path], timeframe: str | None = None,
@@ -224,7 +266,15 @@ def import_files(store: Store, paths: Iterable[str | Path], timeframe: str | Non
     paths = list(paths)
     loaded = load_bars(paths, list(symbols), start, end, adjust, keep_suspicious)
     where = {sb.symbol: f"{', '.join(sb.sources)}: {sb.symbol}" for sb in loaded.bars}
-    tfs = infer_timeframes({sb.symbol: sb.frame["timestamp"] for sb in loaded.bars}, where)
+    sparse: dict[str, str] = {}
+    tfs = infer_timeframes({sb.symbol: sb.frame["timestamp"] for sb in loaded.bars}, where, sparse)
+    for sb in loaded.bars:  # a sparse symbol's gaps, measured against its timeframe's spacing
+        if sb.symbol in sparse:
+            gap = gap_warning(sb.symbol, sb.frame["timestamp"].dt.epoch("us").to_numpy(), sb.src, sb.sources,
+                              NOMINAL_SECONDS[sparse[sb.symbol]])
+            if gap is not None:
+                sb.warnings.append(gap)
+                loaded.warnings.append(gap)
     # a single bar has no spacing: it is 1d unless -t says otherwise
     staged = [(sb, store_timeframe(timeframe if timeframe and sb.frame.height < 2 else tfs[sb.symbol], timeframe,
                                    where[sb.symbol])) for sb in loaded.bars]

@@ -202,7 +202,7 @@ def rules(rules_file, fmt, debug):
 # ----------------------------------------------------------------------------- digest
 @cli.command(context_settings=CONTEXT)
 @click.option("--day", default=None, help="UTC day YYYY-MM-DD [default: yesterday].")
-@click.option("--format", "-f", "fmt", default="markdown", show_default=True, type=click.Choice(["markdown", "html", "email"]),
+@click.option("--as", "fmt", default="markdown", show_default=True, type=click.Choice(["markdown", "html", "email"]),
               help="markdown or html on stdout (or --out); email: send through the rules' [channels.email].")
 @click.option("--out", "-o", default=None, type=click.Path(dir_okay=False), help="Write the digest to this file.")
 @click.option("--ledgers", default=None, type=click.Path(file_okay=False),
@@ -218,7 +218,7 @@ def digest(day, fmt, out, ledgers, rules_file, debug):
     day = D.parse_day(day) if day else (utcnow() - timedelta(days=1)).date().isoformat()
     cfg = load_rules(rules_file) if (rules_file or fmt == "email") else None
     if fmt == "email" and not cfg["channels"]["email"]:
-        raise MonitorError("--format email: the rules file has no [channels.email] (pass --rules FILE)")
+        raise MonitorError("--as email: the rules file has no [channels.email] (pass --rules FILE)")
     rows = D.collect(ledgers_root(ledgers), day)
     if fmt == "email":
         try:

@@ -63,8 +63,15 @@ def ledgers_root(option: str | os.PathLike | None = None) -> Path:
 
 
 def store_root(option: str | os.PathLike | None = None) -> Path:
-    """``--store DIR``, else ``$GPT_TRADER_STORE``, else ``~/.gpt-trader/store`` (contract 1)."""
-    return _root(option, "GPT_TRADER_STORE", Path.home() / ".gpt-trader" / "store")
+    """``--store DIR``, else ``$GPT_TRADER_STORE``, else ``~/.gpt-trader/store`` (contract 1).
+
+    A store the user names (the option or the variable) must be an existing folder: MonitorError
+    otherwise (SLICES.md contract 1, "Which store"); the default store may be missing."""
+    root = _root(option, "GPT_TRADER_STORE", Path.home() / ".gpt-trader" / "store")
+    by = "--store" if option else "$GPT_TRADER_STORE" if os.environ.get("GPT_TRADER_STORE") else None
+    if by is not None and not root.is_dir():
+        raise MonitorError(f"{by} {root}: {'not a folder' if root.exists() else 'no such folder'}")
+    return root
 
 
 def db_path(option: str | os.PathLike | None = None) -> Path:

@@ -271,3 +271,54 @@ def test_file_without_rows_is_an_error(tmp_path):
     with pytest.raises(DataError, match=r"x.csv: X: no bars between 2021-01-01 and the end"):
         load_bars(["X"], data=[write(tmp_path / "x.csv", csv("date,open,high,low,close,volume", good_rows()))],
                   start="2021-01-01")
+
+
+# ----------------------------------------------------------------------------- decided rules that drifted
+def test_sparse_symbol_gets_a_gap_warning_and_a_closer_spacing_is_an_error(tmp_path):
+    rows = [f"AAA,{d},10,11,9,10.5,100" for d in days(12)] + ["SPR,2020-01-01,20,21,19,20,5", "SPR,2020-03-01,21,22,20,21,5"]
+    bars, report = load_bars(None, data=[write(tmp_path / "b.csv", csv("symbol,date,open,high,low,close,volume", rows))])
+    assert sorted(bars["symbol"].unique()) == ["AAA", "SPR"] and report.timeframe == "1d"
+    assert [k for k, s, _ in report.findings if s == "SPR"] == ["gap"]  # 60 days > 5 x 1 day and > 4 days
+    hourly = [f"H,2020-01-02T{h:02d}:00:00,1,2,0.5,1,1" for h in range(10)]
+    q45 = [f"Q,{(datetime(2020, 1, 2) + timedelta(minutes=45 * i)).isoformat()},1,2,0.5,1,1" for i in range(10)]
+    path = write(tmp_path / "q.csv", csv("symbol,datetime,open,high,low,close,volume", hourly + q45))
+    with pytest.raises(DataError, match=r"^Q: median bar spacing 45 minutes matches no timeframe"):
+        load_bars(None, data=[path])
+
+
+def test_gap_warning_needs_5_medians_and_4_days(tmp_path):
+    def gaps(skip: set[str]) -> list[str]:
+        rows = [r for r in good_rows(12) if r[:10] not in skip]
+        _, report = load_bars(None, data=[write(tmp_path / "g.csv", csv("date,open,high,low,close,volume", rows))])
+        return [t for k, _, t in report.findings if k == "gap"]
+    assert gaps({"2020-01-05", "2020-01-06", "2020-01-07", "2020-01-08"}) == []  # 5 days: not longer than 5 x 1 day
+    assert len(gaps({"2020-01-05", "2020-01-06", "2020-01-07", "2020-01-08", "2020-01-09"})) == 1  # 6 days
+
+
+def test_none_left_is_one_error_with_the_first_reason_in_file_order_and_a_count(tmp_path):
+    rows = ([f"JMP,{d},10,11,9,10.5,100" for d in days(3)] + ["JMP,2020-01-04,100,110,90,105,100"]
+            + [f"BAD,{d},10,11,9,10.5,100" for d in days(3)] + ["BAD,2020-01-04,10,8,9,10,100"]
+            + [f"ZER,{d},10,11,9,10.5,100" for d in days(3)] + ["ZER,2020-01-04,0,11,9,10,100"])
+    path = write(tmp_path / "n.csv", csv("symbol,date,open,high,low,close,volume", rows))
+    with pytest.raises(DataError) as err:
+        load_bars(None, data=[path])
+    assert str(err.value).startswith(f"{path}: JMP 2020-01-04: close jumps x10.00")  # suspicious, but first in the file
+    assert str(err.value).endswith(" (and 2 more symbols excluded)")
+
+
+def test_zoned_local_midnights_are_dates(tmp_path):
+    from zoneinfo import ZoneInfo
+    ny = ZoneInfo("America/New_York")
+    stamps = [datetime(2020, 1, d, tzinfo=ny) for d in (2, 3, 6)]
+    pl.DataFrame({"date": stamps, "open": [1.0] * 3, "high": [2.0] * 3, "low": [0.5] * 3, "close": [1.0] * 3},
+                 schema_overrides={"date": pl.Datetime("us", "America/New_York")}).write_parquet(tmp_path / "ny.parquet")
+    write(tmp_path / "nytext.csv", csv("date,open,high,low,close", [f"{t.isoformat()},1,2,0.5,1" for t in stamps]))
+    want = [datetime(2020, 1, d, tzinfo=UTC) for d in (2, 3, 6)]
+    for f in ("ny.parquet", "nytext.csv"):
+        bars, _ = load_bars(None, data=[tmp_path / f])
+        assert bars["timestamp"].to_list() == want, f
+    # an intraday zoned series is converted, not truncated to dates
+    pl.DataFrame({"date": [datetime(2020, 1, 2, h, tzinfo=ny) for h in (0, 1, 2)], "open": [1.0] * 3, "high": [2.0] * 3,
+                  "low": [0.5] * 3, "close": [1.0] * 3}).write_parquet(tmp_path / "h.parquet")
+    bars, _ = load_bars(None, data=[tmp_path / "h.parquet"])
+    assert bars["timestamp"].to_list() == [datetime(2020, 1, 2, 5 + h, tzinfo=UTC) for h in (0, 1, 2)]

@@ -7,6 +7,12 @@ expectations computed there by hand from SLICES.md) goes through:
 - `backtest-run`: `python -m slices.backtest run --data F ... --no-report --out DIR` (error cases)
 - `analyze`:      `python -m slices.analyze indicators --data F ... -i sma:2 --out OUT.parquet`
 - `data`:         `python -m slices.data import F ... --store S`, then the store files read back
+- `optimize`:     `python -m slices.optimize search --data F ... --strategy simple_ma --param fast=2
+                  --param slow=3 --no-report -o DIR -q` (every error case and a few load cases:
+                  exit 0, the warnings and the excluded symbols; it writes no bars to compare)
+- `paper_trade`:  `python -m slices.paper_trade run --session S --replay --data F ... --ledgers L -q`
+- `live_trade`:   `python -m slices.live_trade run --session S --replay --data F ... --ledgers L -q`
+                  (a dry run without --account; both: every error case)
 
 and must give exactly the expected normalised bars (values and dtypes; prices after adjustment at
 1e-12 relative), the expected warnings and excluded symbols, or the expected one-line error with
@@ -30,7 +36,11 @@ CASES = {c["name"]: c for c in json.loads((FIXTURES / "cases.json").read_text())
 COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]
 STORE_COLUMNS = COLUMNS[1:]
 SCHEMA = {"symbol": pl.String, "timestamp": pl.Datetime("us", "UTC"), **{c: pl.Float64 for c in COLUMNS[2:]}}
-READERS = {"backtest": "backtest", "backtest-run": "backtest", "analyze": "analyze", "data": "data"}
+READERS = {"backtest": "backtest", "backtest-run": "backtest", "analyze": "analyze", "data": "data",
+           "optimize": "optimize", "paper_trade": "paper_trade", "live_trade": "live_trade"}
+ERRORS_ONLY = {"backtest-run", "paper_trade", "live_trade"}  # readers run on the error cases only
+# optimize also runs these load cases (the cheapest slice start-ups are the error cases)
+OPTIMIZE_LOADS = {"basic_csv", "bad_and_good", "subpenny", "zoned_midnight", "split_over_files", "gap_warning"}
 
 
 def expectation(case: dict, reader: str) -> dict:
@@ -41,7 +51,9 @@ def params():
     out = []
     for name, case in CASES.items():
         for reader in READERS:
-            if reader == "backtest-run" and "error" not in case["expect"]:
+            if reader in ERRORS_ONLY and "error" not in case["expect"]:
+                continue
+            if reader == "optimize" and "error" not in case["expect"] and name not in OPTIMIZE_LOADS:
                 continue
             out.append(pytest.param(name, reader, id=f"{name}-{reader}"))
     return out
@@ -56,6 +68,12 @@ def command(case: dict, reader: str, work: Path) -> list[str]:
         return ["slices.backtest", "run", *data, *case["args"], "--no-report", "--out", str(work / "run")]
     if reader == "analyze":
         return ["slices.analyze", "indicators", *data, *case["args"], "-i", "sma:2", "--out", str(work / "bars.parquet")]
+    if reader == "optimize":
+        return ["slices.optimize", "search", *data, *case["args"], "--strategy", "simple_ma", "--param", "fast=2",
+                "--param", "slow=3", "--no-report", "-o", str(work / "opt"), "-q"]
+    if reader in ("paper_trade", "live_trade"):
+        return [f"slices.{reader}", "run", "--session", "contract2", "--replay", *data, *case["args"],
+                "--strategy", "simple_ma", "--ledgers", str(work / "ledgers"), "-q"]
     return ["slices.data", "import", *files, *case["args"], "--store", str(work / "store")]
 
 
@@ -121,6 +139,8 @@ def test_bar_file(runs, request, case, reader):
     warnings = [line for line in stderr_lines(res) if line.startswith("warning: ")]
     for p in want["warnings"]:
         assert any(re.search(p, w) for w in warnings), f"no warning matches {p!r}\n{shown(res)}"
+    for p in want.get("unwarned", []):
+        assert not any(re.search(p, w) for w in warnings), f"a warning matches {p!r}\n{shown(res)}"
     exclusions = [w for w in warnings if "symbol excluded" in w]
     for sym, p in want["excluded"]:
         assert any(re.search(rf"\b{re.escape(sym)}\b", w) and re.search(p, w) for w in exclusions), (
@@ -128,6 +148,8 @@ def test_bar_file(runs, request, case, reader):
     named = {s for s, _ in want["excluded"]}
     unexpected = [w for w in exclusions if not any(re.search(rf"\b{re.escape(s)}\b", w) for s in named)]
     assert not unexpected, f"unexpected exclusions: {unexpected}"
+    if reader == "optimize":
+        return  # optimize writes no bars: exit 0, warnings and exclusions are what it can show
     got = read_output(reader, work, want["timeframe"])
     assert_same_bars(got, pl.read_parquet(FIXTURES / want["bars"]), want["adjusted"])
 

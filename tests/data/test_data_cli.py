@@ -339,11 +339,9 @@ def test_a_bad_imported_row_never_replaces_a_good_stored_bar(tmp_path):
     assert Store(store).read("1d", "AAA").equals(good)
     both = pl.concat([bad.with_columns(symbol=pl.lit("AAA")), bad.with_columns(symbol=pl.lit("BBB"))])
     both.write_csv(tmp_path / "both.csv")
-    r = run("import", tmp_path / "both.csv", "--store", store)  # several, none left: each exclusion, then the error
+    r = run("import", tmp_path / "both.csv", "--store", store)  # several, none left: ONE line, the first's reason
     assert r.exit_code == 2 and r.stderr.strip().splitlines() == [
-        f"warning: {tmp_path / 'both.csv'}: AAA {day}: missing close; symbol excluded",
-        f"warning: {tmp_path / 'both.csv'}: BBB {day}: missing close; symbol excluded",
-        f"error: no usable symbol left in {tmp_path / 'both.csv'} (every symbol was excluded)"]
+        f"error: {tmp_path / 'both.csv'}: AAA {day}: missing close (and 1 more symbol excluded)"]
     assert Store(store).symbols("1d") == ["AAA"] and Store(store).read("1d", "AAA").equals(good)
     # a long file: the good symbol is imported, the bad one excluded and its stored bars kept
     long = pl.concat([bad.with_columns(symbol=pl.lit("AAA")), make_bars(10, seed=5).with_columns(symbol=pl.lit("BBB"))])

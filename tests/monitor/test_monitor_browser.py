@@ -50,6 +50,7 @@ def test_dashboard_and_session_page_in_chromium(tmp_path, browser):
     make_ledger(root, "hostile", kind="live", now=now, last_bar=last, symbols=[HOSTILE],
                 events=[("warning", "reject", f"{HOSTILE} rejected", 5)],
                 positions=[(HOSTILE, 1.0, 1.0, 0.0, "2024-01-01T00:00:00.000000Z", 1.0)])
+    (tmp_path / "store").mkdir()  # a named store must exist
     srv = Server("--ledgers", str(root), "--db", str(tmp_path / "m.sqlite"), "--no-alerts", "--refresh", "0.5",
                  "--runs", str(tmp_path / "runs"), "--store", str(tmp_path / "store"))
     try:

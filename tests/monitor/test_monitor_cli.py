@@ -38,6 +38,7 @@ def test_check_exits_1_when_something_fires_and_sends_once(tmp_path, receiver):
     make_ledger(root, "ok", now=now, last_bar=now - timedelta(minutes=30))
     rules = tmp_path / "r.toml"
     rules.write_text(f'[[channels.webhook]]\nurl = "{receiver.url}"\nformat = "json"\n')
+    (tmp_path / "store").mkdir()  # a named store must exist
     args = ["check", "--ledgers", str(root), "--db", str(tmp_path / "m.sqlite"), "--rules", str(rules),
             "--runs", str(tmp_path / "runs"), "--store", str(tmp_path / "store")]
     r = run_cli(*args)
@@ -100,12 +101,28 @@ def test_digest_markdown_html_and_email_errors(tmp_path):
     assert "| paper/d | running | 1,000.00 | 1.00% | 2 | 2,000.00 | 2.00 | 1 |" in md
     assert "&lt;script&gt;" in md and "<script>" not in md and "\\| blocked" in md
     out = tmp_path / "d.html"
-    r = run_cli("digest", "--day", "2024-03-05", "--ledgers", str(root), "-f", "html", "-o", str(out))
+    r = run_cli("digest", "--day", "2024-03-05", "--ledgers", str(root), "--as", "html", "-o", str(out))
     assert r.returncode == 0 and "<script>" not in out.read_text() and "1,000.00" in out.read_text()
     r = run_cli("digest", "--day", "2024-13-01", "--ledgers", str(root))
     assert r.returncode == 2 and "--day" in r.stderr
-    r = run_cli("digest", "--day", "2024-03-05", "--ledgers", str(root), "-f", "email")
+    r = run_cli("digest", "--day", "2024-03-05", "--ledgers", str(root), "--as", "email")
     assert r.returncode == 2 and "[channels.email]" in r.stderr
+
+
+def test_a_named_store_that_does_not_exist_is_a_one_line_error(tmp_path):
+    for cmd in ("check", "sessions"):
+        r = run_cli(cmd, "--store", str(tmp_path / "nope"), "--ledgers", str(tmp_path / "ledgers"),
+                    "--db", str(tmp_path / "m.sqlite"))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith("error: --store ") and "nope: no such folder" in r.stderr
+        assert not (tmp_path / "m.sqlite").exists()
+    r = run_cli("sessions", "--ledgers", str(tmp_path / "ledgers"), env={"GPT_TRADER_STORE": str(tmp_path / "gone")})
+    assert r.returncode == 2 and r.stderr.startswith("error: $GPT_TRADER_STORE ") and "gone" in r.stderr
+
+
+def test_digest_format_option_is_as_not_the_shared_format(tmp_path):
+    r = run_cli("digest", "--day", "2024-03-05", "--ledgers", str(tmp_path), "--format", "html")
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "--format" in r.stderr
 
 
 def test_serve_refuses_a_public_bind_without_token():
@@ -123,6 +140,7 @@ def test_serve_end_to_end_alert_reaches_the_webhook(tmp_path, receiver):
     make_ledger(root, "demo", now=now, last_bar=now - timedelta(minutes=30))
     rules = tmp_path / "r.toml"
     rules.write_text(f'[settings]\ninterval = 0.3\n[[channels.webhook]]\nurl = "{receiver.url}"\nformat = "slack"\n')
+    (tmp_path / "store").mkdir()  # a named store must exist
     srv = Server("--ledgers", str(root), "--db", str(tmp_path / "m.sqlite"), "--rules", str(rules),
                  "--runs", str(tmp_path / "runs"), "--store", str(tmp_path / "store"))
     try:

@@ -1,0 +1,508 @@
+"""Running a paper-trading session: bars in, one ledger transaction per bar, resume, stop.
+
+:func:`run_session` is the whole ``run`` command: it resolves the settings (a resumed session
+keeps its stored settings; an option given again with another value is an error naming it,
+unless ``force_new``), loads the bars (contracts 1/2), takes the session's lock and steps the
+:class:`~.engine.Engine` through the bars:
+
+* ``replay``: every bar of the loaded data in time order (``speed`` bars per second, or as fast
+  as possible), then the session stops (status ``stopped``, or ``halted``).
+* ``follow``: the store's parquet files are checked every ``poll`` seconds; a bar is acted on once
+  it is complete (:func:`_ready`): every symbol has a newer bar, or every symbol has reached it
+  and its end time (open time + timeframe) has passed, or a grace period after it was first seen. A bar that lands for a time the
+  session has already processed is ignored (event ``data_gap``). Without ``start`` the existing
+  history only warms the strategy up: trading starts with the first bar completed after the
+  session was created.
+
+A stop request (``stop NAME`` writes ``<session>.stop`` beside the ledger; SIGTERM and Ctrl-C do
+the same) ends the session after the current bar.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from .bars import DataError, LoadReport, load_bars, store_root, SAMPLE_ROOT
+from .engine import Config, Engine, Panel, build_panel, symbol_signals
+from .ledger import (EQUITY_COLUMNS, FILL_COLUMNS, KIND, ORDER_COLUMNS, SCHEMA, SCHEMA_VERSION, LedgerError, Writer,
+                     from_iso, iso, ledgers_root, now_iso, open_reader, read_meta, session_path, set_meta)
+from .strategies import resolve_params
+
+TF_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400,
+              "1w": 7 * 86400, "1mo": 31 * 86400}
+# settings compared when a session resumes (every run option that changes what is traded)
+SETTING_KEYS = ("strategy", "params", "symbols", "timeframe", "mode", "start", "end", "data", "store", "adjust",
+                "keep_suspicious", "cash", "commission", "slippage_bps", "allow_short", "whole_shares", "sizing",
+                "fraction", "stop_loss_atr", "take_profit_atr", "atr_window", "max_position_pct", "max_drawdown",
+                "max_volume_pct")
+OPTION_NAMES = {k: "--" + k.replace("_", "-") for k in SETTING_KEYS} | {
+    "params": "--param", "mode": "--replay/--follow", "whole_shares": "--whole-shares/--fractional",
+    "allow_short": "--allow-short/--long-only", "adjust": "--no-adjust"}
+
+_UPSERT_ORDER = (f"INSERT INTO orders({', '.join(ORDER_COLUMNS)}) VALUES({', '.join('?' * len(ORDER_COLUMNS))}) "
+                 "ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in ORDER_COLUMNS[1:]))
+_INSERT_FILL = f"INSERT INTO fills({', '.join(FILL_COLUMNS)}) VALUES({', '.join('?' * len(FILL_COLUMNS))})"
+_UPSERT_POS = ("INSERT INTO positions(symbol, qty, avg_price, realized_pnl, updated_at, mark_price, mark_time) "
+               "VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(symbol) DO UPDATE SET qty=excluded.qty, "
+               "avg_price=excluded.avg_price, realized_pnl=excluded.realized_pnl, updated_at=excluded.updated_at, "
+               "mark_price=excluded.mark_price, mark_time=excluded.mark_time")
+_MARK_POS = "UPDATE positions SET mark_price=?, mark_time=? WHERE symbol=?"
+_INSERT_EQUITY = f"INSERT INTO equity({', '.join(EQUITY_COLUMNS)}) VALUES({', '.join('?' * len(EQUITY_COLUMNS))})"
+_INSERT_EVENT = "INSERT INTO events(time, level, kind, message, data) VALUES(?, ?, ?, ?, ?)"
+
+
+@dataclass
+class RunResult:
+    """What ``run`` did: the session, its ledger, bars processed now, the final meta and notes."""
+
+    session: str
+    path: Path
+    bars_done: int
+    status: str
+    resumed: bool
+    meta: dict
+    report: LoadReport = field(default_factory=LoadReport)
+    notes: list[str] = field(default_factory=list)
+
+
+class StopFlag:
+    """A stop request: SIGTERM/SIGINT received, or the ``<session>.stop`` file present."""
+
+    def __init__(self, stop_file: Path):
+        self.stop_file = stop_file
+        self.signalled = False
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            self.signalled = True
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def __bool__(self) -> bool:
+        return self.signalled or self.stop_file.exists()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking early on a stop request."""
+        end = time.monotonic() + seconds
+        while not self and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+
+
+def stop_file(path: Path) -> Path:
+    """``<ledgers>/paper/<session>.stop``: its presence asks the running session to stop."""
+    return path.with_suffix(".stop")
+
+
+# ----------------------------------------------------------------------------- settings
+def merge_settings(path: Path, given: dict, defaults: dict, force_new: bool) -> tuple[dict, bool]:
+    """The settings to run with and whether the session resumes.
+
+    ``given``: options set on the command line; ``defaults``: every option's default. A new
+    session (or ``force_new``) uses defaults | given; an existing one its stored settings, and a
+    given option that differs from the stored value is a ValueError naming the option."""
+    stored = _stored(path, force_new)
+    if not stored:
+        return defaults | given, False
+    for k, v in given.items():
+        if k in stored and _norm(stored[k]) != _norm(v):
+            raise ValueError(f"session {path.stem}: {OPTION_NAMES.get(k, k)} changed ({_show(stored[k])} -> {_show(v)}); "
+                             "resume with the same settings, or pass --force-new to start the session again")
+    return stored, True
+
+
+def _stored(path: Path, force_new: bool) -> dict:
+    """The stored settings of an existing session ({} for a new one or with --force-new)."""
+    if force_new or not path.exists():
+        return {}
+    conn = open_reader(path)
+    try:
+        meta = read_meta(conn)
+    finally:
+        conn.close()
+    return json.loads(meta["settings"]) if "settings" in meta else {}
+
+
+def _norm(v):
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, dict):
+        return {k: _norm(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_norm(x) for x in v]
+    return v
+
+
+def _show(v) -> str:
+    return "unset" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+
+def config_of(settings: dict) -> Config:
+    """The engine Config from a settings dict."""
+    names = Config.__dataclass_fields__.keys()
+    cfg = Config(**{k: settings[k] for k in names if k in settings})
+    cfg.check()
+    return cfg
+
+
+# ----------------------------------------------------------------------------- bars
+def _frames(bars: pl.DataFrame) -> dict[str, dict]:
+    """Long bars -> {SYMBOL: {"timestamp": int64 us, "open" ... "volume": float64}}."""
+    out = {}
+    for (sym,), g in bars.partition_by("symbol", as_dict=True, maintain_order=True).items():
+        d = {k: g[k].to_numpy().astype(np.float64) for k in ("open", "high", "low", "close", "volume")}
+        d["timestamp"] = g["timestamp"].dt.epoch("us").to_numpy()
+        out[sym] = d
+    return out
+
+
+def load_session_bars(s: dict, symbols: list[str] | None, start: str | None, report: LoadReport | None = None):
+    """Load (and check) the session's bars with its settings. Returns (long bars, report)."""
+    bars, rep = load_bars(symbols, s["timeframe"], store=s["store"], data=s["data"] or None, start=start, end=s["end"],
+                          adjust=s["adjust"], keep_suspicious=s["keep_suspicious"])
+    if report is not None:
+        report.notes.extend(rep.notes)
+        report.warnings.extend(rep.warnings)
+    return bars, rep
+
+
+def check_lookback(bars: pl.DataFrame, strat, params: dict, cfg: Config, named: bool, report: LoadReport,
+                   label: str) -> pl.DataFrame:
+    """Drop (unnamed) or refuse (named) symbols with fewer bars than the strategy needs (as backtest)."""
+    need = strat.needed_bars(params)
+    if cfg.stop_loss_atr or cfg.take_profit_atr or cfg.sizing == "atr-risk":
+        need = max(need, cfg.atr_window + 1)
+    counts = bars.group_by("symbol").agg(pl.len(), pl.col("timestamp").first()).sort("symbol")
+    short = counts.filter(pl.col("len") < need)
+    if short.height:
+        msgs = [f"{s}: {n} bars from {t:%Y-%m-%d}, fewer than the {need} that {label} needs" for s, n, t in short.iter_rows()]
+        if named or short.height == counts.height:
+            raise DataError(msgs[0] + " (use a longer --start/--end span or smaller --param windows)")
+        report.warnings.extend(m + "; symbol excluded" for m in msgs)
+        bars = bars.filter(~pl.col("symbol").is_in(short["symbol"].to_list()))
+    return bars
+
+
+# ----------------------------------------------------------------------------- ledger writes
+def write_bar(writer: Writer, engine: Engine, row: dict | None, extra_meta: dict | None = None) -> None:
+    """One transaction: the engine's changed orders, new fills, positions (and marks), the equity
+    row, events, the engine state and the heartbeat."""
+    orders, fills, pos, events = engine.drain()
+    br = engine.broker
+    ts = row["time"] if row else None
+    with writer.transaction() as cur:
+        if orders:
+            cur.executemany(_UPSERT_ORDER, [tuple(o[k] for k in ORDER_COLUMNS) for o in orders])
+        if fills:
+            cur.executemany(_INSERT_FILL, [tuple(f[k] for k in FILL_COLUMNS) for f in fills])
+        if ts is not None:
+            dirty = set(pos)
+            marks = [None if x != x else x for x in engine.last_close.tolist()]
+            if dirty:
+                qty, avg, real = br.qty.tolist(), br.avg_price.tolist(), br.realized.tolist()
+                cur.executemany(_UPSERT_POS, [(engine.symbols[j], qty[j], avg[j] if qty[j] else None, real[j], ts,
+                                               marks[j], ts) for j in sorted(dirty)])
+            held = [j for j in np.flatnonzero(br.qty).tolist() if j not in dirty]
+            if held:
+                cur.executemany(_MARK_POS, [(marks[j], ts, engine.symbols[j]) for j in held])
+            cur.execute(_INSERT_EQUITY, tuple(row[k] for k in EQUITY_COLUMNS))
+        now = now_iso()
+        if events:
+            cur.executemany(_INSERT_EVENT, [(now, lv, kd, msg, json.dumps(data)) for lv, kd, msg, data in events])
+        meta = {"heartbeat_at": now, "engine_state": json.dumps(engine.state()), "trading_state": engine.trading_state}
+        if engine.last_time is not None:
+            meta["last_bar_time"] = iso(engine.last_time)
+        set_meta(cur, meta | (extra_meta or {}))
+
+
+def log_event(writer: Writer, level: str, kind: str, message: str, extra_meta: dict | None = None, **data) -> None:
+    """One event (and meta keys) in its own transaction."""
+    now = now_iso()
+    with writer.transaction() as cur:
+        cur.execute(_INSERT_EVENT, (now, level, kind, message, json.dumps(data)))
+        set_meta(cur, {"heartbeat_at": now} | (extra_meta or {}))
+
+
+def reset_ledger(writer: Writer) -> None:
+    """Empty a ledger for ``--force-new`` (every table dropped and created again)."""
+    with writer.transaction() as cur:
+        for t in ("meta", "orders", "fills", "positions", "equity", "events"):
+            cur.execute(f"DROP TABLE IF EXISTS {t}")
+        for stmt in SCHEMA.split(";"):
+            if stmt.strip():
+                cur.execute(stmt)
+
+
+# ----------------------------------------------------------------------------- run
+def run_session(session: str, given: dict, defaults: dict, *, ledgers: str | None = None, force_new: bool = False,
+                speed: float | None = None, poll: float = 5.0, progress=None, max_idle: float | None = None) -> RunResult:
+    """Run (or resume) a session; see the module docstring. ``given``/``defaults``: settings by
+    key (:data:`SETTING_KEYS`). ``progress(done, total)`` is called per bar when given.
+    ``max_idle``: follow mode ends after that many seconds without a new bar (tests, benchmarks).
+
+    Raises ValueError (bad or changed settings), DataError (bad bars), LedgerError (locked,
+    corrupted, unwritable or full ledger)."""
+    root = ledgers_root(ledgers)
+    path = session_path(root, session)
+    stop = StopFlag(stop_file(path))
+    stop.install()  # from here on SIGTERM/Ctrl-C end the session cleanly after the current bar
+    if speed is not None and not speed > 0:
+        raise ValueError(f"--speed must be > 0 bars per second (got {speed})")
+    if not poll > 0:
+        raise ValueError(f"--poll must be > 0 seconds (got {poll})")
+    given = dict(given)
+    stored = _stored(path, force_new)
+    name = given.get("strategy") or stored.get("strategy") or defaults["strategy"]
+    if "params" in given or not stored:
+        _, resolved = resolve_params(name, given.get("params") or {})
+        if "params" in given:
+            given["params"] = resolved
+        defaults = defaults | {"params": resolved}
+    s, resumed = merge_settings(path, given, defaults, force_new)
+    cfg = config_of(s)
+    if s["mode"] == "follow" and s["data"]:
+        raise ValueError("--follow reads the bar store; it cannot be used with --data")
+    strat, params = resolve_params(s["strategy"], {})
+    if strat.form != "targets":
+        raise ValueError(f"{strat.label}: paper_trade runs the per-symbol signal form (targets); "
+                         "portfolio-weights strategies are not supported yet")
+    params = params | s["params"]
+    strat.check(params)
+    report = LoadReport()
+    named = s["symbols"] is not None and (resumed or "symbols" in given)
+    bars, rep = load_session_bars(s, s["symbols"], s["start"], report)
+    s["timeframe"] = rep.timeframe
+    bars = check_lookback(bars, strat, params, cfg, named, report, strat.label)
+    frames = {sym: symbol_signals(strat, params, sym, f, cfg.allow_short, cfg.atr_window) for sym, f in _frames(bars).items()}
+    symbols = sorted(frames)
+    if resumed and symbols != s["symbols"]:
+        raise DataError(f"session {session}: the data now holds {', '.join(symbols)} instead of the session's "
+                        f"{', '.join(s['symbols'])}")
+    s["symbols"], s["params"] = symbols, params
+    panel = build_panel(frames, symbols)
+
+    writer = Writer(path, synchronous="NORMAL" if s["mode"] == "replay" else "FULL")
+    try:
+        stop.stop_file.unlink(missing_ok=True)
+        engine = Engine(session, symbols, cfg)
+        if force_new and not writer.is_new:
+            reset_ledger(writer)
+            writer.is_new = True
+        if writer.is_new:
+            stored = {k: s.get(k) for k in SETTING_KEYS}
+            now = now_iso()
+            with writer.transaction() as cur:
+                set_meta(cur, {"schema_version": str(SCHEMA_VERSION), "kind": KIND, "session": session,
+                               "strategy": s["strategy"], "params": params, "symbols": symbols,
+                               "timeframe": s["timeframe"], "settings": stored, "created_at": now,
+                               "status": "running", "trading_state": "active", "heartbeat_at": now,
+                               "pid": str(os.getpid())})
+            if s["mode"] == "follow" and not s["start"]:
+                _follow_cursor(engine, panel, s["timeframe"])
+            write_bar(writer, engine, None)
+            log_event(writer, "info", "start", f"session {session} started ({s['mode']}, {strat.label}, "
+                      f"{len(symbols)} symbol(s))", settings=stored)
+        else:
+            meta = writer.meta()
+            engine.restore(json.loads(meta["engine_state"]))
+            log_event(writer, "info", "resume", f"session {session} resumed after {meta.get('last_bar_time') or 'no bar'}",
+                      {"status": "running", "pid": str(os.getpid())})
+        done = 0
+        if s["mode"] == "replay":
+            done = _replay(writer, engine, panel, stop, speed, progress)
+        else:
+            done = _follow(writer, engine, panel, s, strat, params, cfg, stop, poll, max_idle, progress)
+        final = "halted" if engine.halted or engine.halt_pending else "stopped"
+        log_event(writer, "info", "stop", f"session {session} {final} after {done:,} bar(s)"
+                  + (" (stop requested)" if stop else ""), {"status": final})
+        if stop.stop_file.exists():
+            stop.stop_file.unlink(missing_ok=True)
+        meta = writer.meta()
+        return RunResult(session, path, done, final, resumed, meta, report)
+    except BaseException as exc:
+        if not isinstance(exc, LedgerError) and writer.conn is not None:
+            try:
+                log_event(writer, "error", "stop", f"session {session} failed: {type(exc).__name__}: {exc}",
+                          {"status": "failed"})
+            except Exception:
+                pass
+        raise
+    finally:
+        writer.close()
+
+
+def _replay(writer: Writer, engine: Engine, panel: Panel, stop: StopFlag, speed: float | None, progress) -> int:
+    first = 0 if engine.last_time is None else int(np.searchsorted(panel.times, engine.last_time, side="right"))
+    T = panel.times.size
+    done = 0
+    tick = time.monotonic()
+    for b in range(first, T):
+        if stop:
+            break
+        row = engine.step(panel, b)
+        write_bar(writer, engine, row)
+        done += 1
+        if progress:
+            progress(b + 1, T)
+        if speed:
+            tick += 1.0 / speed
+            stop.sleep(tick - time.monotonic())
+    return done
+
+
+def _follow_cursor(engine: Engine, panel: Panel, timeframe: str) -> None:
+    """A new follow session without --start: the history only warms up; start after the last complete bar."""
+    done = _complete(panel.times, timeframe)
+    if done.size == 0:
+        return
+    last = int(done[-1])
+    b = int(np.searchsorted(panel.times, last, side="right"))
+    for j in range(len(engine.symbols)):
+        rows = np.flatnonzero(~np.isnan(panel.close[:b, j]))
+        if rows.size:
+            engine.last_target[j] = panel.targets[rows[-1], j]
+            engine.last_close[j] = panel.close[rows[-1], j]
+    engine.last_time = last
+    engine.event("info", "state", f"following from {iso(last)}: earlier bars warm the strategy up", iso(last))
+
+
+def _complete(times: np.ndarray, timeframe: str) -> np.ndarray:
+    """Times of the timeline that are complete bars: a newer bar exists, or the bar's end passed."""
+    if times.size == 0:
+        return times
+    now_us = int(time.time() * 1e6)
+    ok = (times < times[-1]) | (times + TF_SECONDS[timeframe] * 1_000_000 <= now_us)
+    return times[ok]
+
+
+def _ready(panel: Panel, times: np.ndarray, timeframe: str, seen: dict[int, float], grace: float) -> np.ndarray:
+    """The leading run of ``times`` (new timeline times, sorted) that are complete bars.
+
+    A time t is complete when every symbol has a bar newer than t; or every symbol has reached t
+    and t's end time (t + timeframe) has passed; or, for a symbol whose file stopped updating,
+    ``grace`` seconds after the session first saw t, when a newer bar exists or t's end passed.
+    Processing stops at the first time that is not complete (bars are acted on in time order)."""
+    if times.size == 0:
+        return times
+    lasts = np.array([np.nanmax(np.where(np.isnan(panel.close[:, j]), -np.inf, panel.times)) for j in range(panel.close.shape[1])])
+    min_last, max_last = lasts.min(), lasts.max()
+    now_us = time.time() * 1e6
+    now_mono = time.monotonic()
+    out = []
+    for t in times.tolist():
+        ended = t + TF_SECONDS[timeframe] * 1_000_000 <= now_us
+        if t < min_last or (t <= min_last and ended) or (now_mono - seen.get(t, now_mono) >= grace and (t < max_last or ended)):
+            out.append(t)
+        else:
+            break
+    return np.array(out, dtype=np.int64)
+
+
+class StoreWatch:
+    """Which of the session's store files changed since the last look (mtime, size, inode)."""
+
+    def __init__(self, paths: dict[str, Path]):
+        self.paths = paths
+        self.seen = {s: self._stat(p) for s, p in paths.items()}
+
+    @staticmethod
+    def _stat(p: Path):
+        try:
+            st = p.stat()
+            return (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            return None
+
+    def changed(self) -> list[str]:
+        out = []
+        for s, p in self.paths.items():
+            now = self._stat(p)
+            if now != self.seen[s]:
+                self.seen[s] = now
+                out.append(s)
+        return out
+
+
+def _store_paths(s: dict, symbols: list[str]) -> dict[str, Path]:
+    root, named_by = store_root(s["store"])
+    out = {}
+    for sym in symbols:
+        p = root / "bars" / s["timeframe"] / f"{sym}.parquet"
+        if not p.exists() and named_by is None:
+            p = SAMPLE_ROOT / "bars" / s["timeframe"] / f"{sym}.parquet"
+        out[sym] = p
+    return out
+
+
+def _follow(writer: Writer, engine: Engine, panel: Panel, s: dict, strat, params: dict, cfg: Config, stop: StopFlag,
+            poll: float, max_idle: float | None, progress) -> int:
+    symbols = engine.symbols
+    watch = StoreWatch(_store_paths(s, symbols))
+    frames = {sym: None for sym in symbols}
+    done = 0
+    idle_since = time.monotonic()
+    first = True
+    seen: dict[int, float] = {}  # timeline time -> when the session first saw it (monotonic)
+    grace = max(30.0, 10 * poll)
+    while not stop:
+        changed = watch.changed()
+        if changed:
+            try:
+                bars, rep = load_session_bars(s, changed, s["start"])
+                fresh = _frames(bars)
+                for sym in changed:
+                    old = frames[sym] if frames[sym] is not None else _from_panel(panel, symbols.index(sym))
+                    new = fresh[sym]["timestamp"]
+                    if engine.last_time is not None:
+                        late = np.setdiff1d(new[new <= engine.last_time], old["timestamp"])
+                        if late.size:
+                            engine.event("warning", "data_gap", f"{sym}: {late.size} bar(s) landed for times already "
+                                         f"processed (first {iso(int(late[0]))}); ignored", iso(engine.last_time))
+                    frames[sym] = symbol_signals(strat, params, sym, fresh[sym], cfg.allow_short, cfg.atr_window)
+                for sym in symbols:
+                    if frames[sym] is None:
+                        frames[sym] = _from_panel(panel, symbols.index(sym))
+                panel = build_panel(frames, symbols)
+            except DataError as exc:
+                engine.event("warning", "data_gap", f"new bars not used: {exc}", iso(engine.last_time or 0))
+        if first or changed or seen:
+            first = False
+            last = engine.last_time
+            fresh_times = panel.times[panel.times > last] if last is not None else panel.times
+            now_mono = time.monotonic()
+            for t in fresh_times.tolist():
+                seen.setdefault(t, now_mono)
+            todo = _ready(panel, fresh_times, s["timeframe"], seen, grace)
+            for t in todo.tolist():
+                seen.pop(t, None)
+            for t in todo:
+                if stop:
+                    break
+                b = int(np.searchsorted(panel.times, t))
+                row = engine.step(panel, b)
+                write_bar(writer, engine, row)
+                done += 1
+                idle_since = time.monotonic()
+                if progress:
+                    progress(done, None)
+        if not stop:
+            write_bar(writer, engine, None)  # heartbeat (and any events) every poll
+        if max_idle is not None and time.monotonic() - idle_since > max_idle:
+            break
+        stop.sleep(poll)
+    return done
+
+
+def _from_panel(panel: Panel, j: int) -> dict:
+    rows = np.flatnonzero(~np.isnan(panel.close[:, j]))
+    d = {k: getattr(panel, k)[rows, j] for k in ("open", "high", "low", "close", "volume", "atr")}
+    d["timestamp"] = panel.times[rows]
+    d["targets"] = panel.targets[rows, j]
+    return d
