@@ -1,4 +1,4 @@
-"""Bar loading and validation for the live_trade slice (this slice's own copy, as in backtest).
+"""Bar loading and validation for the live_trade slice (this slice's own copy, kept equal to the backtest's).
 
 Reads bars through the contracts of SLICES.md:
 
@@ -19,13 +19,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
 
 TIMEFRAMES = ("1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w", "1mo")
 INTRADAY_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400}
+_TF_MIN_SECONDS = {**INTRADAY_SECONDS, "1d": 20 * 3600, "1w": 4 * 86400, "1mo": 25 * 86400}  # shortest spacing of each
+_NOMINAL_SECONDS = {**INTRADAY_SECONDS, "1d": 86400, "1w": 7 * 86400, "1mo": 30 * 86400}  # a sparse symbol's step
 PRICES = ("open", "high", "low", "close")
 COLUMNS = ("timestamp", *PRICES, "volume")
 SAMPLE_ROOT = Path(__file__).resolve().parents[1] / "sample"
@@ -37,7 +39,8 @@ _TIME_NAMES = ("date", "datetime", "timestamp", "time")
 _INDEX_NAMES = ("__index_level_0__", "index", "unnamed: 0", "")
 _ALIASES = {"adjclose": "adj_close", "adjusted_close": "adj_close", "ticker": "symbol"}
 _MEANINGFUL = {*PRICES, "volume", "adj_close", "symbol", *_TIME_NAMES}
-UTC_US = pl.Datetime("us", "UTC")
+# ISO text at 00:00 local time with an explicit offset (yfinance's daily bars written by pandas)
+_MIDNIGHT_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]00:00(:00(\.0*)?)?([+-]\d{2}(:?\d{2})?|[Zz])$"
 
 
 class DataError(Exception):
@@ -210,8 +213,10 @@ def _first_bad(col: pl.Series, bad: pl.Series, source: str, what: str) -> DataEr
 
 
 def to_utc(col: pl.Series, source: str) -> pl.Series:
-    """The time column as Datetime(us, UTC) (rule 4). Raises DataError naming the column and
-    the first empty or unparsable value, or an unsupported type."""
+    """The time column as Datetime(us, UTC) (rule 4). Zoned values (a zoned datetime, or ISO text
+    with an offset) that are all 00:00 local time are dates: 00:00 UTC of that local date
+    (yfinance writes daily bars as America/New_York midnight). Raises DataError naming the
+    column and the first empty or unparsable value, or an unsupported type."""
     dtype = col.dtype
     if col.null_count():
         raise _first_bad(col, col.is_null(), source, "empty time cell:")
@@ -219,11 +224,17 @@ def to_utc(col: pl.Series, source: str) -> pl.Series:
         return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
     if isinstance(dtype, pl.Datetime):
         col = col.cast(pl.Datetime("us", dtype.time_zone))
-        return col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
+        if dtype.time_zone is None:
+            return col.dt.replace_time_zone("UTC")
+        if (col.dt.time() == time(0)).all():  # local midnights: dates
+            return col.dt.replace_time_zone(None).dt.replace_time_zone("UTC")
+        return col.dt.convert_time_zone("UTC")
     if dtype.is_integer():
         return _epoch(col)
     if dtype != pl.String:
         raise DataError(f"{source}: time column {col.name!r} has unsupported type {dtype} (first value {col[0]!r})")
+    if col.str.strip_chars().str.contains(_MIDNIGHT_WITH_OFFSET).all():  # local midnights as text: dates
+        col = col.str.strip_chars().str.slice(0, 10)
     t = pl.col("t").str.replace(r"[Zz]$", "+00:00").str.replace("T", " ", literal=True)
     aware = ("%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M%z")
     parsed = pl.coalesce(
@@ -267,7 +278,7 @@ def normalise(raw: pl.DataFrame, source: str, symbol: str | None, adjust: bool, 
     else:
         report.warn("missing_volume", "", f"{source}: no volume column; volume set to 0")
         vol = pl.Series("volume", [0.0] * raw.height, dtype=pl.Float64)
-    adj_bad = pl.Series([False] * raw.height)
+    adj_bad = pl.Series([False] * raw.height, dtype=pl.Boolean)
     if "adj_close" in meaning and adjust:
         adj = _number(raw[meaning["adj_close"]])
         adj_bad = (adj.is_null() | (adj <= 0)).fill_null(True)
@@ -357,13 +368,20 @@ def suspicious_reasons(bars: pl.DataFrame, sources: list[str]) -> dict[str, str]
     return msgs
 
 
-def data_warnings(bars: pl.DataFrame, sources: list[str], report: LoadReport) -> None:
+def data_warnings(bars: pl.DataFrame, sources: list[str], report: LoadReport,
+                  sparse: dict[str, str] | None = None) -> None:
     """Rule-12 warnings on usable bars (sorted long frame with ``_f`` and ``_vol_missing``),
     one per symbol and kind: open/close outside low..high, zero-volume bars, gaps (a step longer
-    than both 5 x the symbol's median step and 4 calendar days), missing volume cells."""
+    than both 5 x the symbol's median step and 4 calendar days), missing volume cells.
+    ``sparse``: ``{symbol: timeframe}`` of sparse symbols (see :func:`infer_timeframe`), whose
+    gaps are measured against their timeframe's spacing instead of their own median step."""
     incons = (pl.col("high") < pl.max_horizontal("open", "close")) | (pl.col("low") > pl.min_horizontal("open", "close"))
     step = pl.col("timestamp").diff().over("symbol")
-    limit = pl.max_horizontal(step.median().over("symbol") * 5, pl.lit(timedelta(days=4)))
+    nominal = {s: timedelta(seconds=_NOMINAL_SECONDS[tf]) for s, tf in (sparse or {}).items()}
+    median = step.median().over("symbol")
+    if nominal:
+        median = pl.col("symbol").replace_strict(nominal, default=median, return_dtype=pl.Duration("us"))
+    limit = pl.max_horizontal(median * 5, pl.lit(timedelta(days=4)))
     flagged = bars.lazy().select(
         "symbol", "timestamp", "_f", step.alias("step"), pl.col("timestamp").shift(1).over("symbol").alias("prev"),
         incons.alias("ohlc"), (pl.col("volume") == 0).alias("zero_volume"),
@@ -393,6 +411,8 @@ def _spacing_text(seconds: float) -> str:
         return f"{seconds / 86400:,.4g} days"
     if seconds >= 3600:
         return f"{seconds / 3600:,.4g} hours"
+    if seconds >= 60:
+        return f"{seconds / 60:,.4g} minutes"
     return f"{seconds:,.4g} seconds"
 
 
@@ -417,14 +437,15 @@ def timeframe_of_spacing(seconds: float | None) -> str | None:
     return None
 
 
-def infer_timeframe(bars: pl.DataFrame) -> str:
+def infer_timeframe(bars: pl.DataFrame, sparse: dict[str, str] | None = None) -> str:
     """The one timeframe of a sorted long frame: each symbol's median spacing of its unique
     timestamps mapped by :func:`timeframe_of_spacing`.
 
     Raises DataError for symbols of different timeframes (naming two of them), and for a spacing
     that matches no timeframe. A symbol whose spacing matches none but is longer than the
     timeframe of the other symbols is sparse bars of that timeframe (e.g. SNI in the shared S&P
-    file: 2 daily bars 60 days apart), not an error; its gaps are warned about.
+    file: 2 daily bars 60 days apart), not an error; such symbols are added to ``sparse``
+    (``{symbol: timeframe}``) so their gaps are warned about.
     """
     med = bars.group_by("symbol", maintain_order=True).agg(
         pl.col("timestamp").unique().sort().diff().dt.total_microseconds().median().alias("us"))
@@ -445,13 +466,21 @@ def infer_timeframe(bars: pl.DataFrame) -> str:
         if tf is None or sec < _TF_MIN_SECONDS[tf]:
             raise DataError(f"{sym}: median bar spacing {_spacing_text(sec)} matches no timeframe "
                             f"(pass bars of one of these spacings: {' '.join(TIMEFRAMES)})")
+        if sparse is not None:
+            sparse[sym] = tf
     return tf or "1d"
 
 
-_TF_MIN_SECONDS = {**INTRADAY_SECONDS, "1d": 86400 * 20 / 24, "1w": 4 * 86400, "1mo": 25 * 86400}
-
 
 # ----------------------------------------------------------------------------- loading
+def none_left(excluded: dict[str, str], order: list[str]) -> str:
+    """The one error line of rule 14 when every symbol was excluded: the first excluded symbol's
+    own reason (in ``order``, the file order), then `` (and N more symbols excluded)``."""
+    first = min(excluded, key=lambda s: order.index(s) if s in order else len(order))
+    more = len(excluded) - 1
+    return excluded[first] + (f" (and {more:,} more symbol{'s' if more > 1 else ''} excluded)" if more else "")
+
+
 def _store_frames(wanted: list[str] | None, tf: str, store, report: LoadReport) -> list[tuple[pl.DataFrame, str]]:
     root, named_by = store_root(store)
     in_store = _symbols_in(root, tf)
@@ -538,6 +567,8 @@ def load_bars(
     lost = [s for s in (wanted or []) if s not in present]
     if lost:
         raise DataError(f"--symbols: {_listed(lost)} not found in {where}")
+    if not present:
+        raise DataError(f"{where}: no rows")
     if lo:
         bars = bars.filter(pl.col("timestamp") >= lo)
     if hi:
@@ -550,7 +581,7 @@ def load_bars(
         if s not in left:
             problems[s] = f"{where}: {s}: no bars{span}"
     problems.update(row_problems(bars, sources))
-    bars = _drop(bars, problems, named, report, where)
+    bars = _drop(bars, problems, named, report, present)
     bars = bars.sort("symbol", "timestamp")
     sus = suspicious_reasons(bars, sources)
     if sus and keep_suspicious:
@@ -558,9 +589,10 @@ def load_bars(
             report.warn("suspicious", s, f"{msg}; kept (--keep-suspicious)")
     elif sus:
         bars = _drop(bars, {s: f"{m} (pass --keep-suspicious to use it)" if named else m for s, m in sus.items()},
-                     named, report, where)
-    data_warnings(bars, sources, report)
-    inferred = infer_timeframe(bars)
+                     named, report, present)
+    sparse: dict[str, str] = {}
+    inferred = infer_timeframe(bars, sparse)
+    data_warnings(bars, sources, report, sparse)
     if data:
         if timeframe and timeframe != inferred:
             raise DataError(f"--timeframe {timeframe} disagrees with the bars of {where}, which are {inferred}")
@@ -572,16 +604,17 @@ def load_bars(
     return bars.select("symbol", *COLUMNS), report
 
 
-def _drop(bars: pl.DataFrame, problems: dict[str, str], named: bool, report: LoadReport, where: str) -> pl.DataFrame:
-    """Apply rule 14: an error for a named symbol, else exclusion with a warning (error when none is left)."""
+def _drop(bars: pl.DataFrame, problems: dict[str, str], named: bool, report: LoadReport, order: list[str]) -> pl.DataFrame:
+    """Apply rule 14: an error for a named symbol, else exclusion with a warning. When none is
+    left, one error: the reason of the first excluded symbol in file order (``order``), then
+    `` (and N more symbols excluded)`` when there were more (no exclusion warning is printed)."""
     if not problems:
         return bars
     if named:
         raise DataError(next(iter(problems.values())))
     left = bars.filter(~pl.col("symbol").is_in(list(problems)))
     if left.height == 0:
-        first = next(iter(problems.values()))
-        raise DataError(f"{first}; no valid symbol left in {where}")
+        raise DataError(none_left({**report.excluded, **problems}, order))
     for s, msg in problems.items():
         report.excluded[s] = msg
         report.warn("excluded", s, f"{msg}; symbol excluded")

@@ -104,7 +104,8 @@ class Alpaca:
     """
 
     def __init__(self, keys: Keys, paper: bool, base_url: str | None = None, *, timeout: float = 10.0,
-                 attempts: int = 5, backoff: float = 0.5, max_wait: float = 30.0, sleep=time.sleep, on_wait=None):
+                 attempts: int = 5, backoff: float = 0.5, max_wait: float = 30.0, sleep=time.sleep, on_wait=None,
+                 data_url: str | None = None, feed: str = "iex"):
         from alpaca.trading.client import TradingClient
 
         key, secret = keys.secrets()
@@ -113,6 +114,8 @@ class Alpaca:
         _session_with_timeout(self.client._session, timeout)
         self.attempts, self.backoff, self.max_wait = max(1, attempts), backoff, max_wait
         self.sleep, self.on_wait = sleep, on_wait
+        self._keys, self.data_url, self.feed, self.timeout = keys, data_url, feed, timeout
+        self._data = None
 
     # ------------------------------------------------------------------ retries
     def _wait_for(self, k: int, status: int | None, headers: dict) -> float:
@@ -197,6 +200,25 @@ class Alpaca:
                 return None
             raise
 
+    def latest_trade(self, symbol: str) -> float | None:
+        """The price of the latest trade of ``symbol`` from Alpaca's market-data API
+        (``StockHistoricalDataClient.get_stock_latest_trade``, feed ``self.feed``, url_override
+        ``self.data_url``), or None when the API has no trade for it. Raises Rejected/Unavailable."""
+        from alpaca.data.enums import DataFeed
+        from alpaca.data.requests import StockLatestTradeRequest
+
+        if self._data is None:
+            from alpaca.data.historical.stock import StockHistoricalDataClient
+
+            key, secret = self._keys.secrets()
+            self._data = StockHistoricalDataClient(key, secret, url_override=self.data_url)
+            self._data._retry = 0
+            _session_with_timeout(self._data._session, self.timeout)
+        req = StockLatestTradeRequest(symbol_or_symbols=symbol, feed=DataFeed(self.feed))
+        trades = self.call(f"latest trade {symbol}", self._data.get_stock_latest_trade, req)
+        t = trades.get(symbol) if isinstance(trades, dict) else None
+        return float(t.price) if t is not None and t.price and t.price > 0 else None
+
     # ------------------------------------------------------------------ writes
     def submit(self, order: dict):
         """Send ``order`` (ledger columns: id, symbol, side, type, qty, limit_price, time_in_force;
@@ -236,29 +258,24 @@ class Alpaca:
                 raise
 
 
-class TradeUpdates:
-    """``trade_updates`` from alpaca-py's ``TradingStream`` on a daemon thread; every update (a
-    ``TradeUpdate``) lands in :attr:`queue`. alpaca-py reconnects a dropped websocket itself
-    (backoff 1..30 s); its log lines (one line each, no traceback) land in the queue as
-    ``("log", level, message)`` so the session records them as events."""
+class _StreamThread:
+    """An alpaca-py websocket stream run on a daemon thread; every message (an alpaca-py model)
+    lands in :attr:`queue`. alpaca-py reconnects a dropped websocket itself (backoff 1..30 s); its
+    log lines (one line each, no traceback) land in the queue as ``("log", level, message)`` so the
+    session records them as events."""
 
-    def __init__(self, keys: Keys, paper: bool, url: str | None):
-        from alpaca.trading.stream import TradingStream
-
+    def __init__(self, stream, logger: str, name: str):
         self.queue: queue.Queue = queue.Queue()
-        key, secret = keys.secrets()
-        self.stream = TradingStream(key, secret, paper=paper, url_override=url)
-
-        async def handler(update):
-            self.queue.put(update)
-
-        self.stream.subscribe_trade_updates(handler)
+        self.stream = stream
         self._log = _QueueLog(self.queue)
-        log = logging.getLogger("alpaca.trading.stream")
+        log = logging.getLogger(logger)
         log.addHandler(self._log)
         log.propagate = False
         log.setLevel(logging.INFO)
-        self.thread = threading.Thread(target=self.stream.run, name="trade_updates", daemon=True)
+        self.thread = threading.Thread(target=self.stream.run, name=name, daemon=True)
+
+    async def _put(self, item) -> None:
+        self.queue.put(item)
 
     def start(self) -> None:
         self.thread.start()
@@ -271,6 +288,34 @@ class TradeUpdates:
         except Exception:
             pass
         self.thread.join(timeout=2.0)
+
+
+class TradeUpdates(_StreamThread):
+    """``trade_updates`` from alpaca-py's ``TradingStream`` (``TradeUpdate`` models in the queue)."""
+
+    def __init__(self, keys: Keys, paper: bool, url: str | None):
+        from alpaca.trading.stream import TradingStream
+
+        key, secret = keys.secrets()
+        super().__init__(TradingStream(key, secret, paper=paper, url_override=url), "alpaca.trading.stream",
+                         "trade_updates")
+        self.stream.subscribe_trade_updates(self._put)
+
+
+class BarStream(_StreamThread):
+    """1-minute bars of ``symbols`` from alpaca-py's ``StockDataStream`` (``Bar`` models in the
+    queue: symbol, timestamp = the minute's open time, open high low close volume). ``url`` is the
+    stream's url_override: the whole websocket URL (Alpaca's default
+    ``wss://stream.data.alpaca.markets/v2/<feed>``); ``feed`` ``iex`` (free) or ``sip``."""
+
+    def __init__(self, keys: Keys, symbols: list[str], url: str | None, feed: str = "iex"):
+        from alpaca.data.enums import DataFeed
+        from alpaca.data.live.stock import StockDataStream
+
+        key, secret = keys.secrets()
+        super().__init__(StockDataStream(key, secret, feed=DataFeed(feed), url_override=url),
+                         "alpaca.data.live.websocket", "bars")
+        self.stream.subscribe_bars(self._put, *symbols)
 
 
 class _QueueLog(logging.Handler):

@@ -89,12 +89,14 @@ def cli() -> None:
     """
 
 
-def _alpaca(account: str, base_url: str | None, timeout: float, retries: int, on_wait=None):
+def _alpaca(account: str, base_url: str | None, timeout: float, retries: int, on_wait=None,
+            data_url: str | None = None, feed: str = "iex"):
     from .broker import Alpaca, endpoint, keys_from_env
 
     keys = keys_from_env()
     return keys, Alpaca(keys, paper=account != "live", base_url=endpoint(base_url, "APCA_API_BASE_URL"),
-                        timeout=timeout, attempts=retries + 1, on_wait=on_wait)
+                        timeout=timeout, attempts=retries + 1, on_wait=on_wait,
+                        data_url=endpoint(data_url, "APCA_API_DATA_URL"), feed=feed)
 
 
 # ----------------------------------------------------------------------------- run
@@ -112,12 +114,25 @@ def _alpaca(account: str, base_url: str | None, timeout: float, retries: int, on
 @click.option("--data", "data", multiple=True, type=click.Path(), help="CSV/TXT/Parquet bar file (repeatable; contract 2); replay only.")
 @click.option("--store", default=None, help="Bar store root [default: $GPT_TRADER_STORE or ~/.gpt-trader/store].")
 @click.option("--keep-suspicious", is_flag=True, help="Use suspicious series with a warning instead of leaving them out.")
+@click.option("--no-adjust", is_flag=True, help="--data files: do not apply an adj_close column to the prices (contract 2).")
+@click.option("--bars", "bars_from", default="store", show_default=True, type=click.Choice(["store", "alpaca"]),
+              help="Where new bars come from: the bar store (--follow), or Alpaca's market-data stream (needs --account; "
+                   "1-minute bars aggregated to --timeframe up to 1h).")
+@click.option("--execution", default="market", show_default=True,
+              help="market (one order per signal), or twap:<window>[:<children>] / vwap:<window>[:<children>] "
+                   "(e.g. twap:10m: 5 child orders over 10 minutes).")
 @click.option("--account", default=None, type=click.Choice(["paper", "live"]),
               help="Alpaca account to trade [default: none, a dry run]. live also needs --confirm-live.")
 @click.option("--confirm-live", is_flag=True, help="Confirm trading real money with --account live.")
 @click.option("--dry-run", is_flag=True, help="Run everything (signals, risk checks, ledger) but send no order.")
 @_base_url_opt
 @_stream_url_opt
+@click.option("--data-url", default=None,
+              help="Market-data API base URL (latest trades for the price band) [default: $APCA_API_DATA_URL or Alpaca's].")
+@click.option("--data-stream-url", default=None,
+              help="Market-data websocket URL for --bars alpaca [default: $APCA_API_DATA_STREAM_URL or Alpaca's for --feed].")
+@click.option("--feed", default="iex", show_default=True, type=click.Choice(["iex", "sip"]),
+              help="Alpaca market-data feed (sip needs a subscription).")
 @click.option("--adopt", is_flag=True, help="At start, take the broker's positions and open orders when they differ from the ledger.")
 @click.option("--cash", default=100_000.0, show_default=True, type=float, help="Dry run without an account: starting cash.")
 @click.option("--allow-short/--long-only", default=False, show_default=True, help="Allow short positions.")
@@ -146,13 +161,14 @@ def _alpaca(account: str, base_url: str | None, timeout: float, retries: int, on
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @_format_opt
 @_debug_opt
-def run(session, strategy, params, symbols, timeframe, follow, start, end, data, store, keep_suspicious, account,
-        confirm_live, dry_run, base_url, stream_url, adopt, cash, allow_short, max_order_notional, max_position_pct,
+def run(session, strategy, params, symbols, timeframe, follow, start, end, data, store, keep_suspicious, no_adjust,
+        bars_from, execution, account, confirm_live, dry_run, base_url, stream_url, data_url, data_stream_url, feed, adopt, cash, allow_short, max_order_notional, max_position_pct,
         max_gross_pct, max_daily_loss_pct, flatten_on_halt, max_orders_per_minute, max_open_orders, price_band_pct,
         atr_window, max_atr_pct, stale_after, allow_symbols, poll, reconcile_every, exit_after_idle, timeout, retries,
         ledgers, quiet, fmt, debug):
     """Run (or resume) a live session: paper or live account, or a dry run."""
-    from .broker import TradeUpdates, endpoint
+    from .broker import BarStream, TradeUpdates, endpoint
+    from .execution import parse_execution
     from .ledger import ledgers_root, session_path
     from .session import run_session
 
@@ -167,15 +183,26 @@ def run(session, strategy, params, symbols, timeframe, follow, start, end, data,
         raise ValueError("--symbols: name the symbols to trade with --account (e.g. --symbols AAPL,MSFT)")
     if not poll > 0 or not reconcile_every > 0:
         raise ValueError("--poll and --reconcile-every must be > 0 seconds")
+    parse_execution(execution)
+    if bars_from == "alpaca":
+        if not account:
+            raise ValueError("--bars alpaca needs --account (Alpaca's market data needs the keys); add --dry-run to "
+                             "send nothing")
+        if not follow:
+            raise ValueError("--bars alpaca streams new bars: it cannot be used with --replay")
+        if (timeframe or "1d") not in ("1m", "5m", "15m", "30m", "1h"):
+            raise ValueError(f"--bars alpaca: --timeframe {timeframe or '1d'}: the stream's 1-minute bars are aggregated "
+                             "to 1m, 5m, 15m, 30m or 1h; pass one of these")
     alpaca = keys = None
     if account:
-        keys, alpaca = _alpaca(account, base_url, timeout, retries)
+        keys, alpaca = _alpaca(account, base_url, timeout, retries, data_url=data_url, feed=feed)
         if account == "live" and not confirm_live:
             acct = alpaca.account()
             raise ValueError(f"--account live trades real money on Alpaca account {acct.account_number}: "
                              "add --confirm-live to proceed")
-    if not account:
-        click.echo("note: no --account: a dry run (signals, risk checks and the ledger; nothing is sent)", err=True)
+    def on_start():
+        if not account:
+            click.echo("note: no --account: a dry run (signals, risk checks and the ledger; nothing is sent)", err=True)
     dry = dry_run or not account
     limits = Limits(max_order_notional, max_position_pct, max_gross_pct, max_daily_loss_pct, max_orders_per_minute,
                     max_open_orders, price_band_pct, atr_window, max_atr_pct, stale_after,
@@ -183,7 +210,9 @@ def run(session, strategy, params, symbols, timeframe, follow, start, end, data,
     s = {"strategy": strategy, "params": _params(params), "symbols": syms, "timeframe": timeframe,
          "mode": "follow" if follow else "replay", "start": start, "end": end,
          "data": [str(Path(p).expanduser().resolve()) for p in data], "store": store,
-         "keep_suspicious": keep_suspicious, "account": account, "dry_run": dry, "cash": cash,
+         "keep_suspicious": keep_suspicious, "adjust": not no_adjust, "bars": bars_from, "execution": execution,
+         "data_url": endpoint(data_url, "APCA_API_DATA_URL"), "feed": feed,
+         "data_stream_url": endpoint(data_stream_url, "APCA_API_DATA_STREAM_URL"), "account": account, "dry_run": dry, "cash": cash,
          "allow_short": allow_short, "base_url": endpoint(base_url, "APCA_API_BASE_URL"),
          "stream_url": endpoint(stream_url, "APCA_API_STREAM_URL"), "poll": poll, "reconcile_every": reconcile_every}
     if alpaca is not None:
@@ -195,12 +224,16 @@ def run(session, strategy, params, symbols, timeframe, follow, start, end, data,
     factory = None
     if account and not dry:
         factory = lambda: TradeUpdates(keys, account != "live", s["stream_url"])  # noqa: E731
+    bars_factory = None
+    if bars_from == "alpaca":
+        bars_factory = lambda syms: BarStream(keys, syms, s["data_stream_url"], feed)  # noqa: E731
     progress = None
     if not quiet and sys.stderr.isatty():
         def progress(done, total):
             click.echo(f"\r{session}: {done:,}{'/' + format(total, ',') if total else ''} bar(s)", err=True, nl=False)
     res = run_session(session, s, limits, ledgers_path=path, alpaca=alpaca, updates_factory=factory, adopt=adopt,
-                      poll=poll, reconcile_every=reconcile_every, max_idle=exit_after_idle, progress=progress)
+                      poll=poll, reconcile_every=reconcile_every, max_idle=exit_after_idle, progress=progress,
+                      bars_factory=bars_factory, on_start=on_start)
     for line in res.notes:
         click.echo(line if line.startswith("note:") else f"note: {line}", err=True)
     for line in res.warnings[:MAX_WARNINGS_SHOWN]:
@@ -545,15 +578,27 @@ def _reconcile_out(session, lines, adopted, fmt):
 @click.argument("session")
 @_ledgers_opt
 @click.option("--day", default=None, help="Digest day YYYY-MM-DD [default: the day of the last bar].")
+@click.option("--out", "-o", default=None, type=click.Path(dir_okay=False),
+              help="report.html path [default: ./runs/live-<session>/report.html].")
+@click.option("--no-html", is_flag=True, help="Only the digest, no report.html.")
 @_format_opt
-def report(session, ledgers, day, fmt):
-    """The daily digest: that day's fills, P&L, exposure and risk events."""
+def report(session, ledgers, day, out, no_html, fmt):
+    """Write a self-contained offline HTML report (equity vs buy-and-hold, drawdown, prices with
+    entries and exits, trades, positions, warnings) and print the daily digest (that day's fills,
+    P&L, exposure and risk events)."""
     from .ledger import open_reader, read_meta
     from .readers import digest_doc
 
     conn = open_reader(_path(ledgers, session))
     try:
-        d = digest_doc(conn, read_meta(conn), day)
+        meta = read_meta(conn)
+        if not no_html:
+            from .report import write_session_report
+
+            target = Path(out) if out else Path("runs") / f"live-{session}" / "report.html"
+            write_session_report(conn, meta, target)
+            click.echo(f"report written to {target}", err=True)
+        d = digest_doc(conn, meta, day)
     finally:
         conn.close()
     if fmt == "json":
@@ -590,3 +635,11 @@ def check_keys(account, base_url, timeout, retries, fmt):
     click.echo(f"{account} account {a.account_number}: {status}, equity {float(a.equity or 0):,.2f}, buying power "
                f"{float(a.buying_power or 0):,.2f}, trading {'BLOCKED' if blocked else 'allowed'}")
     return 1 if blocked else 0
+
+
+# Every command takes --debug (SLICES.md command-line style); _Group.main reads it from argv and
+# shows the traceback of an unexpected error, so the commands themselves never see the flag.
+for _cmd in cli.commands.values():
+    if not any(p.name == "debug" for p in _cmd.params):
+        _cmd.params.append(click.Option(["--debug"], is_flag=True, expose_value=False,
+                                        help="Show tracebacks of unexpected errors."))

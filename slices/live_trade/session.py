@@ -31,15 +31,16 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from .bars import SAMPLE_ROOT, DataError, LoadReport, load_bars, store_root
-from .broker import Alpaca, Rejected, TradeUpdates, Unavailable
-from .ledger import (EQUITY_COLUMNS, FILL_COLUMNS, KIND, ORDER_COLUMNS, SCHEMA_VERSION, Writer, from_iso, iso, now_iso,
+from .broker import Alpaca, BarStream, Rejected, TradeUpdates, Unavailable
+from .execution import parse_execution, split, vwap_weights
+from .ledger import (EQUITY_COLUMNS, FILL_COLUMNS, KIND, ORDER_COLUMNS, SCHEMA_VERSION, Writer, iso, now_iso,
                      set_meta)
 from .risk import Context, Limits, RateWindow, atr_pct, check, daily_loss_hit
 from .strategies import call_targets, resolve_params
@@ -48,6 +49,7 @@ TF_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14
               "1w": 7 * 86400, "1mo": 31 * 86400}
 WORKING = ("new", "accepted", "partially_filled")
 TICK = 0.1
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _STATUS = {"filled": "filled", "partially_filled": "partially_filled", "canceled": "canceled", "expired": "expired",
            "done_for_day": "expired", "rejected": "rejected", "replaced": "canceled", "stopped": "canceled",
            "suspended": "canceled"}
@@ -132,6 +134,12 @@ class Session:
         self.stop_requested = False
         self.placed = 0
         self.blocked = 0
+        self.execution = parse_execution(s.get("execution"))
+        self.schedules: dict[str, dict] = {}  # parent id -> child-order schedule (see work_schedules)
+        self.parents: set[str] = set()
+        self._md_failed: set[str] = set()
+        self.base_bars: pl.DataFrame | None = None  # --bars alpaca: the stored history the stream extends
+        self.stream_bars: dict[str, dict[int, tuple]] = {}  # --bars alpaca: symbol -> {minute us: (o, h, l, c, v)}
 
     # ------------------------------------------------------------------ ledger
     def event(self, level: str, kind: str, message: str, cur=None, **data) -> None:
@@ -147,7 +155,7 @@ class Session:
         return {"last_target": self.last_target, "last_close": self.last_close, "cash": self.cash,
                 "peak": None if self.peak == -math.inf else self.peak, "day": self.day, "day_start": self.day_start,
                 "state_reason": self.state_reason, "last_time": self.last_time,
-                "virtual_positions": self.positions if self.dry_run else {}}
+                "virtual_positions": self.positions if self.dry_run else {}, "schedules": self.schedules}
 
     def restore(self, meta: dict) -> None:
         st = json.loads(meta.get("engine_state") or "{}")
@@ -159,10 +167,12 @@ class Session:
         self.state_reason = st.get("state_reason", "")
         self.last_time = st.get("last_time")
         self.state = meta.get("trading_state", "active")
+        self.schedules = st.get("schedules", {})
         conn = self.writer.conn
         cols = ", ".join(ORDER_COLUMNS)
         for row in conn.execute(f"SELECT {cols} FROM orders"):
             self.orders[row[0]] = dict(zip(ORDER_COLUMNS, row))
+        self.parents = set(self.schedules) | {o["parent_id"] for o in self.orders.values() if o.get("parent_id")}
         if self.dry_run:
             self.positions = {k: list(v) for k, v in st.get("virtual_positions", {}).items()}
         else:
@@ -246,17 +256,22 @@ class Session:
         if o["status"] == "rejected" and not o.get("note"):
             o["note"] = "rejected by the broker"
         self.write_order(cur, o)
+        if o.get("parent_id"):
+            self.refresh_parent(cur, o["parent_id"])
         return o
 
-    def working(self, symbol: str | None = None) -> list[dict]:
-        return [o for o in self.orders.values() if o["status"] in WORKING and (symbol is None or o["symbol"] == symbol)]
+    def working(self, symbol: str | None = None, broker_only: bool = False) -> list[dict]:
+        """Working orders (of ``symbol``); ``broker_only``: without the parents of child orders
+        (they are never sent: only their children are)."""
+        return [o for o in self.orders.values() if o["status"] in WORKING and (symbol is None or o["symbol"] == symbol)
+                and not (broker_only and o["id"] in self.parents)]
 
     # ------------------------------------------------------------------ reconciliation
     def catch_up(self) -> None:
         """Look up every working order by client order id and record what changed."""
         if self.alpaca is None:
             return
-        for o in self.working():
+        for o in self.working(broker_only=True):
             bo = self.alpaca.find(o["id"])
             with self.writer.transaction() as cur:
                 if bo is None:
@@ -330,6 +345,7 @@ class Session:
 
     # ------------------------------------------------------------------ kill switch
     def cancel_all(self, why: str) -> None:
+        self.schedules.clear()
         for o in self.working():
             if self.alpaca is not None and not self.dry_run and o.get("broker_id"):
                 try:
@@ -376,30 +392,68 @@ class Session:
                 self.set_state("active", "resume requested", level="info")
 
     # ------------------------------------------------------------------ orders
-    def place(self, sym: str, side: str, qty: float, price: float | None, signal_us: int, reason: str,
-              checked: bool = True) -> dict | None:
-        """Risk-check, record (status ``new``, committed) and send one market order (``limit`` at
-        ``price`` in extended hours); returns the order, or None when refused."""
-        self.controls_quick()
+    def next_cid(self, sym: str, signal_us: int) -> str:
+        """The next free client order id of (session, symbol, signal bar)."""
         prefix = client_order_id(self.name, sym, signal_us, 0)[:-1]
-        cid = client_order_id(self.name, sym, signal_us, 1 + sum(1 for o in self.orders if o.startswith(prefix)))
+        return client_order_id(self.name, sym, signal_us,
+                               1 + sum(1 for o in self.orders if o.startswith(prefix) and "-c" not in o[len(prefix):]))
+
+    def latest_trade(self, sym: str) -> float | None:
+        """The latest trade price from Alpaca's market-data API (None without an account or when the
+        API has none or fails: the price band then uses the last bar close; a failure is one
+        ``market_data`` warning event per symbol until it works again)."""
+        if self.alpaca is None:
+            return None
+        try:
+            px = self.alpaca.latest_trade(sym)
+        except (Rejected, Unavailable) as exc:
+            if sym not in self._md_failed:
+                self._md_failed.add(sym)
+                self.event("warning", "market_data", f"{sym}: latest trade unavailable ({exc}); the price band uses "
+                           "the last bar close", symbol=sym)
+            return None
+        self._md_failed.discard(sym)
+        return px
+
+    def risk_check(self, cid: str, sym: str, side: str, qty: float, px: float, open_orders: int | None = None) -> bool:
+        """The pre-trade check (risk.check) of one order sized on ``px``; a refusal is a
+        ``risk_block`` event and False. The price band compares ``px`` with Alpaca's latest trade
+        when available, else with the last bar close."""
+        last = dict(self.last_close)
+        trade = self.latest_trade(sym)
+        if trade:
+            last[sym] = trade
+        n_open = len(self.working(broker_only=True)) if open_orders is None else open_orders
+        ctx = Context(self.state, self.equity(), {s: p[0] for s, p in self.positions.items()}, last, n_open,
+                      self.market_open, self.stale, time.monotonic())
+        why = check({"symbol": sym, "side": side, "qty": qty, "price": px}, ctx, self.limits, self.rate, self.symbols)
+        if not why:
+            return True
+        if why.startswith("price band"):
+            why += " (Alpaca latest trade)" if trade else " (last bar close)"
+        self.blocked += 1
+        self.event("warning", "risk_block", f"{cid}: {side} {qty:,.6g} {sym}: {why}", order_id=cid, symbol=sym,
+                   side=side, qty=qty, price=px, reason=why, reference=last.get(sym),
+                   bar_time=iso(self.last_time) if self.last_time is not None else None)
+        return False
+
+    def place(self, sym: str, side: str, qty: float, price: float | None, signal_us: int, reason: str,
+              checked: bool = True, cid: str | None = None, parent_id: str | None = None) -> dict | None:
+        """Risk-check, record (status ``new``, committed) and send one market order (``limit`` at
+        ``price`` in extended hours); returns the order, or None when refused. ``cid``/``parent_id``:
+        a child order of a TWAP/VWAP parent."""
+        self.controls_quick()
+        cid = cid or self.next_cid(sym, signal_us)
         px = price if price else self.last_close.get(sym, 0.0)
-        if checked:
-            ctx = Context(self.state, self.equity(), {s: p[0] for s, p in self.positions.items()}, dict(self.last_close),
-                          len(self.working()), self.market_open, self.stale, time.monotonic())
-            why = check({"symbol": sym, "side": side, "qty": qty, "price": px}, ctx, self.limits, self.rate, self.symbols)
-            if why:
-                self.blocked += 1
-                self.event("warning", "risk_block", f"{cid}: {side} {qty:,.6g} {sym}: {why}", order_id=cid, symbol=sym,
-                           side=side, qty=qty, price=px, reason=why)
-                return None
+        if checked and not self.risk_check(cid, sym, side, qty, px):
+            return None
         now = now_iso()
         ext = self.strat.extended_hours and self.alpaca is not None and not self.clock_open
         o = {"id": cid, "broker_id": None, "symbol": sym, "side": side, "type": "limit" if ext else "market",
              "qty": float(qty), "limit_price": px if ext else None, "stop_price": None, "time_in_force": "day",
              "status": "dry_run" if self.dry_run else "new", "filled_qty": 0.0, "avg_fill_price": None,
              "signal_time": iso(signal_us), "created_at": now, "updated_at": now, "reason": reason,
-             "note": "dry run: not sent" if self.dry_run else None, "parent_id": None, "extended_hours": ext}
+             "note": "dry run: not sent" if self.dry_run else None, "parent_id": parent_id, "extended_hours": ext}
         self.rate.record(time.monotonic())
         self.placed += 1
         with self.writer.transaction() as cur:
@@ -407,6 +461,9 @@ class Session:
         if self.dry_run:
             self._position_fill(sym, side, qty, px)
             self.cash -= (qty if side == "buy" else -qty) * px
+            if parent_id:
+                with self.writer.transaction() as cur:
+                    self.refresh_parent(cur, parent_id)
             return o
         try:
             bo, sent = self.alpaca.submit(o)
@@ -414,6 +471,8 @@ class Session:
             with self.writer.transaction() as cur:
                 o.update(status="rejected", updated_at=now_iso(), note=exc.message)
                 self.write_order(cur, o)
+                if parent_id:
+                    self.refresh_parent(cur, parent_id)
                 self.event("error", "reject", f"{cid}: rejected by the broker: HTTP {exc.status}: {exc.message}", cur,
                            order_id=cid, status=exc.status)
             return o
@@ -525,7 +584,8 @@ class Session:
         """Target change on ``sym``: cancel its working orders, exit, enter (each risk-checked)."""
         if tgt < 0 and not self.s["allow_short"]:
             tgt = 0
-        for o in self.working(sym):
+        self.stop_schedules(sym, f"canceled: new signal on {sym}")
+        for o in self.working(sym, broker_only=True):
             if self.alpaca is not None and o.get("broker_id") and not self.dry_run:
                 try:
                     self.alpaca.cancel(o["broker_id"])
@@ -534,7 +594,7 @@ class Session:
         price = self.last_close[sym]
         q = self.positions.get(sym, [0.0])[0]
         if q and (tgt == 0 or (q > 0) != (tgt > 0)):
-            self.place(sym, "sell" if q > 0 else "buy", abs(q), price, t_us, "signal" if tgt == 0 else "reverse")
+            self.order(sym, "sell" if q > 0 else "buy", abs(q), price, t_us, "signal" if tgt == 0 else "reverse")
         if tgt != 0 and not (q and (q > 0) == (tgt > 0)):
             value = min(self.equity() * min(1.0 / len(self.symbols), self.limits.max_position_pct / 100),
                         self.limits.max_order_notional)
@@ -542,7 +602,114 @@ class Session:
             if qty <= 0:
                 self.event("warning", "reject", f"{sym}: entry of size 0 (value {value:,.2f} at {price:,.6g})")
                 return
-            self.place(sym, "buy" if tgt > 0 else "sell", qty, price, t_us, "signal")
+            self.order(sym, "buy" if tgt > 0 else "sell", qty, price, t_us, "signal")
+
+    # ------------------------------------------------------------------ TWAP / VWAP child orders
+    def order(self, sym: str, side: str, qty: float, price: float, t_us: int, reason: str) -> dict | None:
+        """A signal order: one market order, or with ``--execution twap|vwap`` (and at least 2
+        shares) a parent worked as child orders (slices/live_trade/execution.py). The parent is
+        risk-checked as a whole, recorded (never sent: ``broker_id`` empty, note naming the
+        schedule) with its schedule in ``meta.engine_state`` in one transaction; each child is
+        risk-checked again when it is due."""
+        if self.execution is None or qty < 2:
+            return self.place(sym, side, qty, price, t_us, reason)
+        algo, window, n = self.execution
+        n = min(n, int(qty))
+        pid = self.next_cid(sym, t_us)
+        if not self.risk_check(pid, sym, side, qty, price, open_orders=len(self.working(broker_only=True))):
+            return None
+        step = window / n
+        start = time.time()
+        note = f"{algo} {window:g} s: {n} child orders {step:g} s apart"
+        weights = np.ones(n)
+        if algo == "vwap":
+            f = self.frames.get(sym, {})
+            weights, days = vwap_weights(f.get("timestamp", np.zeros(0, np.int64)), f.get("volume", np.zeros(0)),
+                                         int(start * 1e6), step, n)
+            note += f", volume profile of {days} day(s)" if days else ", no volume profile in the bars: equal weights"
+        qtys = [q for q in split(qty, weights) if q > 0]
+        now = now_iso()
+        o = {"id": pid, "broker_id": None, "symbol": sym, "side": side, "type": "market", "qty": float(sum(qtys)),
+             "limit_price": None, "stop_price": None, "time_in_force": "day",
+             "status": "dry_run" if self.dry_run else "accepted", "filled_qty": 0.0, "avg_fill_price": None,
+             "signal_time": iso(t_us), "created_at": now, "updated_at": now, "reason": reason, "note": note,
+             "parent_id": None}
+        self.parents.add(pid)
+        self.schedules[pid] = {"symbol": sym, "side": side, "qtys": qtys, "start": start, "step": step,
+                               "signal_us": int(t_us), "reason": reason, "next": 0}
+        with self.writer.transaction() as cur:
+            self.write_order(cur, o)
+            self.event("info", "execution", f"{pid}: {side} {sum(qtys):,.6g} {sym} as {note}", cur, order_id=pid,
+                       children=qtys, bar_time=iso(t_us))
+            self.save_meta(cur)
+        self.work_schedules(all_due=self.s["mode"] == "replay")
+        return o
+
+    def work_schedules(self, all_due: bool = False) -> None:
+        """Send the child orders that are due (one per schedule per call; ``all_due``: every child
+        at once, replay dry runs). Child k's id is ``<parent>-c<k>``: one already in the ledger is
+        never placed again (a restart between its row and the schedule's progress), and the
+        broker is asked for it by client id before it is sent (Alpaca.submit)."""
+        now = time.time()
+        for pid, sc in list(self.schedules.items()):
+            parent = self.orders.get(pid)
+            if parent is None or parent["status"] in ("canceled", "rejected", "expired"):
+                self.schedules.pop(pid, None)
+                continue
+            while sc["next"] < len(sc["qtys"]) and (all_due or now >= sc["start"] + sc["next"] * sc["step"]):
+                k = sc["next"] + 1
+                cid = f"{pid}-c{k}"
+                sc["next"] = k
+                if cid not in self.orders:
+                    placed = self.place(sc["symbol"], sc["side"], sc["qtys"][k - 1], None, sc["signal_us"], sc["reason"],
+                                        cid=cid, parent_id=pid)
+                    if placed is None:
+                        parent["note"] = (parent.get("note") or "") + f"; child {k} refused"
+                if sc["next"] >= len(sc["qtys"]):
+                    self.schedules.pop(pid, None)
+                with self.writer.transaction() as cur:
+                    self.refresh_parent(cur, pid)
+                    self.save_meta(cur)
+                if not all_due:
+                    break
+
+    def refresh_parent(self, cur, pid: str) -> None:
+        """The parent's filled quantity and average price from its children; its status: ``filled``
+        when they fill it, ``canceled`` when the schedule is over and nothing works any more (the
+        note says how much filled), else ``partially_filled``/``accepted`` (``dry_run`` in dry runs)."""
+        p = self.orders.get(pid)
+        if p is None:
+            return
+        kids = [o for o in self.orders.values() if o.get("parent_id") == pid]
+        filled = sum(float(o["filled_qty"] or 0) for o in kids)
+        cost = sum(float(o["filled_qty"] or 0) * float(o["avg_fill_price"] or 0) for o in kids)
+        p["filled_qty"], p["avg_fill_price"] = filled, (cost / filled if filled else None)
+        if p["status"] not in ("canceled", "dry_run"):
+            if filled >= p["qty"] - 1e-9:
+                p["status"] = "filled"
+            elif pid not in self.schedules and not any(o["status"] in WORKING for o in kids):
+                p["status"] = "canceled"
+                p["note"] = (p.get("note") or "") + f"; schedule over: {filled:,.6g} of {p['qty']:,.6g} filled"
+            else:
+                p["status"] = "partially_filled" if filled else "accepted"
+        p["updated_at"] = now_iso()
+        self.write_order(cur, p)
+
+    def stop_schedules(self, sym: str, why: str) -> None:
+        """Stop the child-order schedules of ``sym`` (a new signal): no further child is sent; the
+        parent is ``canceled`` (its children already sent are canceled with the symbol's orders)."""
+        for pid, sc in list(self.schedules.items()):
+            if sc["symbol"] != sym:
+                continue
+            self.schedules.pop(pid)
+            p = self.orders.get(pid)
+            if p is not None:
+                with self.writer.transaction() as cur:
+                    if p["status"] != "dry_run":
+                        p["status"] = "canceled"
+                    p["note"] = (p.get("note") or "") + f"; {why}"
+                    self.refresh_parent(cur, pid)
+                    self.save_meta(cur)
 
     # ------------------------------------------------------------------ stream
     def drain_stream(self, updates: TradeUpdates | None) -> None:
@@ -564,6 +731,58 @@ class Session:
             with self.writer.transaction() as cur:
                 self.apply_broker_order(cur, u.order)
                 self.save_meta(cur)
+
+
+    def take_stream_bars(self, stream) -> bool:
+        """``--bars alpaca``: move the bar stream's 1-minute bars into the frames (True when a
+        symbol got one). A minute repeated by the stream replaces the earlier one. The session's
+        bars are the stored history followed by the streamed minutes after it, aggregated to the
+        session's timeframe (buckets aligned on the epoch: open of the first minute, highest high,
+        lowest low, close of the last minute, summed volume); a bucket is complete when its last
+        minute has arrived or a later bucket has begun (1m: every streamed bar is complete)."""
+        import queue as _q
+
+        got = set()
+        for _ in range(10_000):
+            try:
+                u = stream.queue.get_nowait()
+            except _q.Empty:
+                break
+            if isinstance(u, tuple):
+                _, level, msg = u
+                if level in ("warning", "error", "critical"):
+                    self.event("warning", "stream", f"bars: {msg}")
+                continue
+            if u.symbol not in self.symbols:
+                continue
+            t = (u.timestamp.astimezone(timezone.utc) - _EPOCH) // timedelta(microseconds=1)
+            self.stream_bars.setdefault(u.symbol, {})[int(t)] = (float(u.open), float(u.high), float(u.low),
+                                                               float(u.close), float(u.volume or 0.0))
+            got.add(u.symbol)
+        for sym in got:
+            self.frames[sym] = self._stream_frame(sym)
+        return bool(got)
+
+    def _stream_frame(self, sym: str) -> dict:
+        tf_us = TF_SECONDS[self.tf] * 1_000_000
+        base = self.base_bars.filter(pl.col("symbol") == sym)
+        last_base = int(base["timestamp"].dt.epoch("us").max()) if base.height else None
+        buckets: dict[int, list] = {}
+        for t, (o, h, lo, c, v) in sorted(self.stream_bars[sym].items()):
+            b = t - t % tf_us
+            x = buckets.get(b)
+            if x is None:
+                buckets[b] = [o, h, lo, c, v, t]
+            else:
+                x[1], x[2], x[3], x[4], x[5] = max(x[1], h), min(x[2], lo), c, x[4] + v, t
+        keys = sorted(buckets)
+        rows = [(sym, b, *buckets[b][:5]) for b in keys
+                if (last_base is None or b > last_base) and (b != keys[-1] or buckets[b][5] >= b + tf_us - 60_000_000)]
+        new = pl.DataFrame(rows, schema={"symbol": pl.String, "timestamp": pl.Int64, "open": pl.Float64,
+                                         "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
+                                         "volume": pl.Float64}, orient="row")
+        new = new.with_columns(pl.col("timestamp").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
+        return symbol_frames(pl.concat([base, new]), self.strat, self.params)[sym]
 
 
 # ----------------------------------------------------------------------------- bars
@@ -606,18 +825,23 @@ def _stat(p: Path):
 # ----------------------------------------------------------------------------- run
 def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpaca: Alpaca | None,
                 updates_factory=None, adopt: bool = False, poll: float = 5.0, reconcile_every: float = 300.0,
-                max_idle: float | None = None, progress=None) -> RunResult:
+                max_idle: float | None = None, progress=None, bars_factory=None, on_start=None) -> RunResult:
     """Run (or resume) session ``name`` with settings ``s`` (see cli.run) and ``limits``.
     ``alpaca`` None: a dry run without an account. ``updates_factory()`` builds the
-    :class:`~.broker.TradeUpdates` stream (None: no stream). Raises ValueError, DataError, LedgerError."""
+    :class:`~.broker.TradeUpdates` stream (None: no stream); ``bars_factory(symbols)`` the
+    :class:`~.broker.BarStream` of ``--bars alpaca`` (None: bars from the store); ``on_start()``
+    is called once the inputs are checked and the ledger is open (the CLI prints its notes then,
+    so a bad input stays a one-line error). Raises ValueError, DataError, LedgerError."""
     limits.check()
+    parse_execution(s.get("execution"))
     strat, params = resolve_params(s["strategy"], s["params"])
     if strat.form != "targets":
         raise ValueError(f"{strat.label}: live_trade runs per-symbol signal strategies (targets); "
                          "portfolio weights strategies are not supported yet")
     report = LoadReport()
     bars, rep = load_bars(s["symbols"], s["timeframe"], store=s["store"], data=s["data"] or None,
-                          start=s["start"], end=s["end"], adjust=True, keep_suspicious=s["keep_suspicious"])
+                          start=s["start"], end=s["end"], adjust=s.get("adjust", True),
+                          keep_suspicious=s["keep_suspicious"])
     report.notes.extend(rep.notes)
     report.warnings.extend(rep.warnings)
     s["timeframe"] = rep.timeframe
@@ -632,7 +856,8 @@ def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpac
     writer = Writer(ledgers_path, synchronous="NORMAL" if s["mode"] == "replay" else "FULL")
     sess = Session(name, ledgers_path, writer, s, limits, strat, params, alpaca, dry_run)
     sess.frames = frames
-    updates = None
+    sess.base_bars = bars
+    updates = bar_stream = None
     stop_file = sess.files["stop"]
     stop_file.unlink(missing_ok=True)
     prev = {}
@@ -693,6 +918,11 @@ def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpac
         if updates_factory is not None and not dry_run:
             updates = updates_factory()
             updates.start()
+        if bars_factory is not None:
+            bar_stream = bars_factory(s["symbols"])
+            bar_stream.start()
+        if on_start is not None:
+            on_start()
         if s["mode"] == "replay":
             times = np.unique(np.concatenate([f["timestamp"] for f in frames.values()]))
             for t in times[times > sess.last_time] if sess.last_time is not None else times:
@@ -704,7 +934,7 @@ def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpac
                 if progress:
                     progress(done, times.size)
         else:
-            done = _follow(sess, updates, poll, reconcile_every, max_idle, progress)
+            done = _follow(sess, updates, poll, reconcile_every, max_idle, progress, bar_stream)
         final = "halted" if sess.state == "halted" else "stopped"
         with writer.transaction() as cur:
             sess.event("info", "stop", f"session {name} {final} after {done:,} bar(s)"
@@ -723,17 +953,20 @@ def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpac
                 pass
         raise
     finally:
-        if updates is not None:
-            updates.stop()
+        for stream in (updates, bar_stream):
+            if stream is not None:
+                stream.stop()
         for sig, h in prev.items():
             signal.signal(sig, h)
         writer.close()
 
 
-def _follow(sess: Session, updates, poll: float, reconcile_every: float, max_idle: float | None, progress) -> int:
-    """Follow the store: new complete bars in time order; control files, stream, staleness between."""
+def _follow(sess: Session, updates, poll: float, reconcile_every: float, max_idle: float | None, progress,
+            bar_stream: BarStream | None = None) -> int:
+    """Follow the store (or the ``--bars alpaca`` stream): new complete bars in time order; control
+    files, trade updates, child-order schedules and staleness between."""
     s = sess.s
-    paths = store_paths(s)
+    paths = store_paths(s) if bar_stream is None else {}
     seen = {k: None for k in paths}  # the first look reloads: bars may have landed since they were loaded
     stale_after = sess.limits.stale_after or 3 * TF_SECONDS[sess.tf]
     done = 0
@@ -744,20 +977,22 @@ def _follow(sess: Session, updates, poll: float, reconcile_every: float, max_idl
     while not sess.stop_requested:
         sess.controls()
         sess.drain_stream(updates)
+        sess.work_schedules()
+        streamed = sess.take_stream_bars(bar_stream) if bar_stream is not None else False
         now = time.monotonic()
-        if now >= next_poll:
+        if now >= next_poll or streamed:
             next_poll = now + poll
             changed = [k for k, p in paths.items() if _stat(p) != seen[k]]
             for k in changed:
                 seen[k] = _stat(paths[k])
             if changed:
                 try:
-                    bars, _ = load_bars(changed, sess.tf, store=s["store"], start=s["start"], end=None, adjust=True,
-                                        keep_suspicious=s["keep_suspicious"])
+                    bars, _ = load_bars(changed, sess.tf, store=s["store"], start=s["start"], end=None,
+                                        adjust=s.get("adjust", True), keep_suspicious=s["keep_suspicious"])
                     sess.frames.update(symbol_frames(bars, sess.strat, sess.params))
                 except DataError as exc:
                     sess.event("warning", "data_gap", f"new bars not used: {exc}")
-            if changed or first:
+            if changed or first or streamed:
                 first = False
                 times = _complete(np.unique(np.concatenate([f["timestamp"] for f in sess.frames.values()])), sess.tf)
                 todo = times[times > sess.last_time] if sess.last_time is not None else times

@@ -502,3 +502,11 @@ def strategies(fmt):
         click.echo(f"{name:<16}{s.description}")
         for k, p in s.params.items():
             click.echo(f"    --param {k}={p.default!s:<8} {p.help}")
+
+
+# Every command takes --debug (SLICES.md command-line style); _Group.main reads it from argv and
+# shows the traceback of an unexpected error, so the commands themselves never see the flag.
+for _cmd in cli.commands.values():
+    if not any(p.name == "debug" for p in _cmd.params):
+        _cmd.params.append(click.Option(["--debug"], is_flag=True, expose_value=False,
+                                        help="Show tracebacks of unexpected errors."))

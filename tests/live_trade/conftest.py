@@ -134,7 +134,7 @@ def wait_for(fn, timeout: float = 20.0, what: str = "condition"):
 def session_args(fake, store, ledgers, session="s1", *extra):
     return ["run", "--session", session, "--account", "paper", "--symbols", "AAA", "--timeframe", "1m",
             "--strategy", STRATEGY, "--store", store.root, "--ledgers", ledgers, "--base-url", fake.base_url,
-            "--stream-url", fake.stream_url, "--poll", "0.2", "--stale-after", "600", "--max-atr-pct", "100",
+            "--stream-url", fake.stream_url, "--data-url", fake.base_url, "--poll", "0.2", "--stale-after", "600", "--max-atr-pct", "100",
             "--reconcile-every", "600", "--timeout", "1", *extra]
 
 
@@ -145,3 +145,17 @@ def meta(ledger: Path) -> dict:
 def running(ledger: Path) -> bool:
     m = meta(ledger)
     return m.get("status") == "running" and "engine_state" in m
+
+
+def bar_csv(tmp_path: Path, closes: list[float], name: str = "AAA.csv", adj: float | None = None) -> Path:
+    """A contract-2 CSV of 1m bars from 2024-03-04 14:30 with these closes (``adj``: an ``Adj Close``
+    column = close x adj)."""
+    t0 = datetime(2024, 3, 4, 14, 30)
+    df = pl.DataFrame({"timestamp": [(t0 + timedelta(minutes=i)).isoformat() for i in range(len(closes))],
+                       "open": closes, "high": [c * 1.001 for c in closes], "low": [c * 0.999 for c in closes],
+                       "close": closes, "volume": [1000.0] * len(closes)})
+    if adj is not None:
+        df = df.with_columns((pl.col("close") * adj).alias("Adj Close"))
+    path = tmp_path / name
+    df.write_csv(path)
+    return path

@@ -1,6 +1,14 @@
 """A fake Alpaca on 127.0.0.1 (ephemeral ports) for the live_trade tests: the REST endpoints and
-JSON shapes alpaca-py's TradingClient parses, and the ``trade_updates`` websocket protocol of its
-TradingStream (JSON: authenticate -> authorization, listen -> listening, then stream messages).
+JSON shapes alpaca-py's TradingClient parses, the ``trade_updates`` websocket protocol of its
+TradingStream (JSON: authenticate -> authorization, listen -> listening, then stream messages),
+the market-data REST endpoint of StockHistoricalDataClient.get_stock_latest_trade
+(``GET /v2/stocks/trades/latest``: prices from :attr:`FakeAlpaca.last_trade`) and the market-data
+websocket of StockDataStream (msgpack on ``/v2/iex``: ``connected``, ``auth`` -> ``authenticated``,
+``subscribe`` -> ``subscription``, then bars pushed with :meth:`FakeAlpaca.push_bar`).
+
+A demo server for a session by hand (README "A full session against the fake server"):
+``python -m tests.live_trade.fake_alpaca`` prints the URLs and keys to use and serves until
+Ctrl-C (at most ``--minutes``, 60).
 
 Runs in threads of the test process (``http.server`` + ``websockets.sync.server``); the session
 under test is a subprocess pointed at it with ``--base-url``/``--stream-url``. Faults are queued
@@ -19,6 +27,7 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+import msgpack
 from websockets.sync.server import serve
 
 KEY_ID, SECRET = "PKTESTKEY0123456789", "sEcReT/0123456789abcdefghijklmnopqrstuv"
@@ -50,6 +59,10 @@ class FakeAlpaca:
         self.faults: list[tuple[str, str, object]] = []
         self.accepted = threading.Event()
         self.clients: list = []
+        self.data_clients: list = []
+        self.subscribed: dict[str, list[str]] = {}
+        self.last_trade: dict[str, float] = {}
+        self.clock_time: datetime | None = None
         self.trading_blocked = False
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._http.daemon_threads = True
@@ -66,6 +79,25 @@ class FakeAlpaca:
     @property
     def stream_url(self) -> str:
         return f"ws://127.0.0.1:{self._ws.socket.getsockname()[1]}/stream"
+
+    @property
+    def data_stream_url(self) -> str:
+        return f"ws://127.0.0.1:{self._ws.socket.getsockname()[1]}/v2/iex"
+
+    def push_bar(self, symbol: str, t: datetime, o: float, h: float, lo: float, c: float, v: float) -> int:
+        """Send one 1-minute bar (open time ``t``) to every market-data client subscribed to
+        ``symbol``; returns how many clients got it."""
+        msg = msgpack.packb([{"T": "b", "S": symbol, "o": o, "h": h, "l": lo, "c": c, "v": v,
+                              "t": msgpack.Timestamp.from_datetime(t), "n": 10, "vw": (o + c) / 2}], datetime=False)
+        sent = 0
+        for ws, syms in list(self.data_clients):
+            if symbol in syms or "*" in syms:
+                try:
+                    ws.send(msg)
+                    sent += 1
+                except Exception:
+                    pass
+        return sent
 
     def close(self) -> None:
         self._http.shutdown()
@@ -194,7 +226,7 @@ class FakeAlpaca:
                 "unrealized_pl": str(q * (px - avg)), "current_price": str(px), "qty_available": str(abs(q))}
 
     def _clock(self) -> dict:
-        now = datetime.now(timezone.utc)
+        now = self.clock_time or datetime.now(timezone.utc)
         return {"timestamp": now.isoformat(), "is_open": self.market_open,
                 "next_open": (now + timedelta(hours=1)).isoformat(), "next_close": (now + timedelta(hours=2)).isoformat()}
 
@@ -249,6 +281,10 @@ class FakeAlpaca:
             def _dispatch(self, method, path, q, body):
                 if path == "/v2/account":
                     return 200, fake._account()
+                if path == "/v2/stocks/trades/latest":
+                    syms = [x for x in q.get("symbols", "").split(",") if x in fake.last_trade]
+                    return 200, {"trades": {x: {"t": _now(), "p": fake.last_trade[x], "s": 100, "x": "V", "i": 1,
+                                                "c": ["@"], "z": "C"} for x in syms}}
                 if path == "/v2/clock":
                     return 200, fake._clock()
                 if path == "/v2/calendar":
@@ -296,6 +332,8 @@ class FakeAlpaca:
 
     # ------------------------------------------------------------------ websocket
     def _ws_handler(self, ws) -> None:
+        if ws.request.path.startswith("/v2/"):
+            return self._data_ws(ws)
         try:
             auth = json.loads(ws.recv(timeout=10))
             ok = auth.get("data", {}).get("key_id") == KEY_ID and auth.get("data", {}).get("secret_key") == SECRET
@@ -313,3 +351,59 @@ class FakeAlpaca:
         finally:
             if ws in self.clients:
                 self.clients.remove(ws)
+
+    def _data_ws(self, ws) -> None:
+        """The market-data stream protocol (msgpack frames, each a list of messages)."""
+        entry = None
+        try:
+            ws.send(msgpack.packb([{"T": "success", "msg": "connected"}]))
+            auth = msgpack.unpackb(ws.recv(timeout=10))
+            if auth.get("key") != KEY_ID or auth.get("secret") != SECRET:
+                ws.send(msgpack.packb([{"T": "error", "code": 402, "msg": "auth failed"}]))
+                return
+            ws.send(msgpack.packb([{"T": "success", "msg": "authenticated"}]))
+            for _ in range(100_000):  # until the client or the test closes it
+                msg = msgpack.unpackb(ws.recv(timeout=60))
+                if msg.get("action") == "subscribe":
+                    bars = list(msg.get("bars", []))
+                    self.subscribed = {"bars": bars}
+                    ws.send(msgpack.packb([{"T": "subscription", "trades": [], "quotes": [], "bars": bars,
+                                            "updatedBars": [], "dailyBars": [], "statuses": [], "lulds": [],
+                                            "corrections": [], "cancelErrors": []}]))
+                    if entry is None:
+                        entry = (ws, set(bars))
+                        self.data_clients.append(entry)
+        except Exception:
+            pass
+        finally:
+            if entry in self.data_clients:
+                self.data_clients.remove(entry)
+
+
+def main() -> None:
+    """Serve a fake Alpaca for a demo session; prints what to export; stops on Ctrl-C or after --minutes."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tests.live_trade.fake_alpaca", description=main.__doc__)
+    ap.add_argument("--minutes", type=float, default=60.0, help="stop after this many minutes [60]")
+    ap.add_argument("--price", action="append", default=[], metavar="SYM=PRICE",
+                    help="fill price of a symbol, repeatable [AAPL=190]; no latest trade is served, so the price band uses the bar close")
+    args = ap.parse_args()
+    fake = FakeAlpaca()
+    for item in args.price or ["AAPL=190"]:
+        sym, px = item.split("=", 1)
+        fake.fill_price[sym.strip().upper()] = float(px)
+    print(f"export APCA_API_KEY_ID={KEY_ID} APCA_API_SECRET_KEY='{SECRET}'")
+    print(f"export APCA_API_BASE_URL={fake.base_url} APCA_API_STREAM_URL={fake.stream_url}")
+    print(f"export APCA_API_DATA_URL={fake.base_url} APCA_API_DATA_STREAM_URL={fake.data_stream_url}")
+    print(f"fake Alpaca serving for {args.minutes:g} minute(s); Ctrl-C stops it", flush=True)
+    try:
+        time.sleep(args.minutes * 60)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.close()
+
+
+if __name__ == "__main__":
+    main()

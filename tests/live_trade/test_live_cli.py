@@ -2,21 +2,10 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
 
 import polars as pl
 
-from conftest import ROOT, STRATEGY, cli, finish, meta, query, running, session_args, start, wait_for
-
-
-def _csv(tmp_path, closes, name="AAA.csv"):
-    t0 = datetime(2024, 3, 4, 14, 30)
-    df = pl.DataFrame({"timestamp": [(t0 + timedelta(minutes=i)).isoformat() for i in range(len(closes))],
-                       "open": closes, "high": [c * 1.001 for c in closes], "low": [c * 0.999 for c in closes],
-                       "close": closes, "volume": [1000.0] * len(closes)})
-    path = tmp_path / name
-    df.write_csv(path)
-    return path
+from conftest import ROOT, STRATEGY, bar_csv, cli, finish, meta, query, running, session_args, start, wait_for
 
 
 def test_dry_run_on_the_sample_records_orders_and_sends_nothing(tmp_path):
@@ -53,7 +42,7 @@ def test_replay_with_an_account_needs_dry_run(tmp_path):
 
 
 def test_daily_loss_limit_halts_the_session(tmp_path):
-    data = _csv(tmp_path, [90.0] * 5 + [101.0, 101.0, 80.0, 99.0, 102.0])
+    data = bar_csv(tmp_path, [90.0] * 5 + [101.0, 101.0, 80.0, 99.0, 102.0])
     led = tmp_path / "led"
     r = cli("run", "--session", "dl", "--replay", "--data", data, "--strategy", STRATEGY, "--ledgers", led,
             "--max-order-notional", "100000", "--max-position-pct", "100", "--max-gross-pct", "100",
@@ -71,7 +60,7 @@ def test_daily_loss_limit_halts_the_session(tmp_path):
 
 def test_atr_circuit_breaker_goes_reducing_and_blocks_entries(tmp_path):
     closes = [90.0, 92.0] * 10 + [101.0]  # ~2 % true range per bar
-    data = _csv(tmp_path, closes)
+    data = bar_csv(tmp_path, closes)
     led = tmp_path / "led"
     r = cli("run", "--session", "atr", "--replay", "--data", data, "--strategy", STRATEGY, "--ledgers", led,
             "--max-atr-pct", "1", "--atr-window", "5", "--price-band-pct", "50")
@@ -115,3 +104,9 @@ def test_stale_bars_stop_entries_until_bars_return(fake, store, tmp_path):
             ("bars are back: entries allowed again",)]
     finally:
         finish(p)
+
+
+def test_bad_input_in_a_dry_run_is_one_line_without_the_dry_run_note(tmp_path):
+    r = cli("run", "--session", "x", "--symbols", "../../EVIL", "--replay", "--ledgers", tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: --symbols: invalid symbol '../../EVIL'") and r.stderr.count("\n") == 1

@@ -177,12 +177,13 @@ def test_keys_never_printed_logged_or_written(fake, store, tmp_path):
     finally:
         rc, out, err = finish(p)
     texts = [out, err]
-    for cmd in (["status", "s1"], ["orders", "s1"], ["events", "s1", "-f", "json"], ["report", "s1"]):
+    for cmd in (["status", "s1"], ["orders", "s1"], ["events", "s1", "-f", "json"],
+                ["report", "s1", "--out", tmp_path / "report.html"]):
         r = cli(*cmd, "--ledgers", tmp_path / "led")
         texts += [r.stdout, r.stderr]
     r = cli("check-keys", "--base-url", fake.base_url)
     texts += [r.stdout, r.stderr]
-    for f in (tmp_path / "led" / "live").iterdir():
+    for f in [*(tmp_path / "led" / "live").iterdir(), tmp_path / "report.html"]:
         texts.append(f.read_bytes().decode("latin-1"))
     for t in texts:
         assert KEY_ID not in t and SECRET not in t
