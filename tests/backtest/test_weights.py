@@ -212,8 +212,12 @@ def test_weights_equity_reconciles_with_cash_and_positions_rebuilt_from_fills(df
     if not cfg.allow_short and cfg.leverage == 1:
         assert res.cash.min() >= -1e-6 * cfg.cash  # buying never borrows
         assert (res.qty >= 0).all()
-    if res.halted_at is not None:
-        assert (res.qty[res.halted_at:] == 0).all() and max(f["bar"] for f in res.fills) == res.halted_at
+    if res.halted_at is not None:  # flat from the halt on; only halt fills at the halt bar, none after it
+        h = res.halted_at
+        assert (res.qty[h:] == 0).all()
+        assert all(f["bar"] < h or (f["bar"] == h and f["reason"] == "halt") for f in res.fills)
+        # every position open before the halt is closed by a halt fill (a flat book needs none)
+        assert {f["symbol"] for f in res.fills if f["bar"] == h} == set(np.flatnonzero(res.qty[h - 1] != 0))
 
 
 @given(random_bars(), weight_setups(costs=False), st.sampled_from([0.001, 0.01]), st.sampled_from([5.0, 50.0]))
