@@ -169,6 +169,9 @@ def _header(sym: str, frame: pl.DataFrame, shown: int) -> str:
     return f"{sym}: {frame.height:,} bars {stamp(frame['timestamp'][0])} .. {stamp(frame['timestamp'][-1])}; last {shown}:"
 
 
+INDICATOR_BATCH = 64  # symbols computed together (one progress-bar step); 32-64 measured fastest (smaller temporaries)
+
+
 @cli.command()
 @click.option(
     "--indicator",
@@ -201,11 +204,13 @@ def indicators(names, specs, rows, fmt, out, req, quiet):
         parsed, strict = ind.standard_specs(is_intraday(loaded.timeframe)), False
     skipped: list = []
     computed = []
-    with progress(list(loaded.bars.items()), "indicators", quiet) as items:
-        for sym, bars in items:
-            computed.append(ind.compute_arrays(bars, parsed, sym, strict=strict, skipped=skipped))
-    _warn_skipped(skipped)
     syms = list(loaded.bars)
+    # batches of symbols computed together (each symbol's values do not depend on its batch)
+    batches = [syms[i : i + INDICATOR_BATCH] for i in range(0, len(syms), INDICATOR_BATCH)]
+    with progress(batches, "indicators", quiet) as items:
+        for batch in items:
+            computed.append(ind.compute_many({s: loaded.bars[s] for s in batch}, parsed, strict=strict, skipped=skipped))
+    _warn_skipped(skipped)
     ind_columns = [c for s in parsed for c in s.columns]
     base = pl.concat([b.select(pl.lit(s).alias("symbol"), pl.all()) for s, b in loaded.bars.items()], rechunk=True)
     frame = base.hstack([pl.Series(c, np.concatenate([a[c] for a in computed]), dtype=pl.Float64) for c in ind_columns])

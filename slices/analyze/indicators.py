@@ -1,10 +1,12 @@
 """Technical indicators with TA-Lib's definitions (warm-up, seeding and smoothing included).
 
-Every function takes 1-D float64 numpy arrays of equal length ``T`` (one value per bar,
-oldest first) and returns float64 arrays of length ``T`` with NaN during warm-up. The first
-valid index equals TA-Lib's lookback (``TA_<NAME>_Lookback``) for the TA-Lib indicators.
-Rolling windows are computed with cumulative sums or ``numpy.lib.stride_tricks``; recursive
-smoothers (EMA, Wilder) with :func:`linear_recursion` (a first-order IIR filter in blocks).
+Every function takes float64 numpy arrays of shape ``(T,)`` (one value per bar, oldest first) or
+``(N, T)`` (N symbols, one per row, each from its own first bar, NaN after its last) and returns
+arrays of the same shape with NaN during warm-up, working along the last axis. The first valid
+index equals TA-Lib's lookback (``TA_<NAME>_Lookback``) for the TA-Lib indicators. Rolling
+windows are summed window by window (``numpy.lib.stride_tricks`` or in-order sums); recursive
+smoothers (EMA, Wilder) use :func:`linear_recursion` (a first-order IIR filter in blocks).
+:func:`compute_many` computes many symbols at once, each exactly as it would be alone.
 
 Sources: TA-Lib 0.4/0.6 C sources (ta_func/ta_*.c, https://ta-lib.org) for SMA, EMA, WMA, RSI,
 MACD, BBANDS, ATR/TRANGE, ADX/PLUS_DI/MINUS_DI, STOCH, WILLR, CCI, ROCP, OBV, MFI; J. Welles
@@ -31,24 +33,34 @@ from slices.analyze.errors import AnalyzeError, warn
 
 # --------------------------------------------------------------------------------------------
 # building blocks
+#
+# Every function below takes arrays of shape (T,) (one series) or (N, T) (N series, one per row,
+# each left-aligned: its first bar in column 0, NaN after its last bar) and works along the last
+# axis. Every operation is either elementwise or a reduction over the contiguous last axis of one
+# row, so a row's values are bit-for-bit the same whether it is computed alone or in a batch of any
+# size (tests/analyze/test_analyze_indicators.py::test_batch_equals_each_symbol_alone).
 
 
-def _nan(n: int) -> np.ndarray:
-    return np.full(n, np.nan)
+def _nan(shape) -> np.ndarray:
+    return np.full(shape, np.nan)
 
 
 def rolling_sum(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
     """Sum of ``x[t-n+1..t]``, valid from index ``start + n - 1`` (values before ``start`` ignored).
 
-    Each window is summed on its own (``numpy.convolve`` with ``n`` ones), so the rounding error
-    stays that of an ``n``-term sum: a running cumulative sum would carry the error of the whole
-    series (about 1e-10 on 30,000 one-minute bars, enough to turn a zero stochastic into a
+    Each window is summed on its own (``x[t-n+1] + ... + x[t]`` in that order), so the rounding
+    error stays that of an ``n``-term sum: a running cumulative sum would carry the error of the
+    whole series (about 1e-10 on 30,000 one-minute bars, enough to turn a zero stochastic into a
     negative number), and a NaN (e.g. a missing volume) would spoil every later value.
     """
-    out = _nan(len(x))
-    if len(x) - start < n:
+    out = _nan(x.shape)
+    m = x.shape[-1] - start - n + 1
+    if m <= 0:
         return out
-    out[start + n - 1 :] = np.convolve(x[start:], np.ones(n), mode="valid")
+    acc = x[..., start : start + m].copy()
+    for i in range(1, n):
+        acc += x[..., start + i : start + i + m]
+    out[..., start + n - 1 :] = acc
     return out
 
 
@@ -58,78 +70,89 @@ def sma(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
     Each window is averaged on its own (``sliding_window_view(...).mean``), exactly as the
     backtest slice's SMA, so the strategies' targets here are bit-identical to the backtest's.
     """
-    out = _nan(len(x))
-    if len(x) - start >= n:
-        out[start + n - 1 :] = _windows(x, n, start).mean(axis=1)
+    out = _nan(x.shape)
+    if x.shape[-1] - start >= n:
+        out[..., start + n - 1 :] = _windows(x, n, start).mean(axis=-1)
     return out
 
 
 def _windows(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
-    return sliding_window_view(x[start:], n)
+    return sliding_window_view(x[..., start:], n, axis=-1)
+
+
+def _rolling_extreme(x: np.ndarray, n: int, start: int, pick) -> np.ndarray:
+    """``pick`` (``np.maximum``/``np.minimum``) over ``x[t-n+1..t]`` by doubling: windows of 1, 2,
+    4, ... values, then two overlapping ones of the largest width cover ``n``. Exact (a maximum
+    has no rounding) and NaN-propagating like ``ndarray.max``, in log2(n) array operations."""
+    out = _nan(x.shape)
+    v = x[..., start:]
+    m = v.shape[-1] - n + 1
+    if m <= 0:
+        return out
+    r, w = v, 1  # r[..., j] = pick over v[j .. j+w-1]
+    while 2 * w <= n:
+        r = pick(r[..., : r.shape[-1] - w], r[..., w:])
+        w *= 2
+    out[..., start + n - 1 :] = pick(r[..., :m], r[..., n - w : n - w + m])
+    return out
 
 
 def rolling_max(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
     """Highest of ``x[t-n+1..t]`` (TA-Lib MAX), valid from ``start + n - 1``."""
-    out = _nan(len(x))
-    if len(x) - start >= n:
-        out[start + n - 1 :] = _windows(x, n, start).max(axis=1)
-    return out
+    return _rolling_extreme(x, n, start, np.maximum)
 
 
 def rolling_min(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
     """Lowest of ``x[t-n+1..t]`` (TA-Lib MIN), valid from ``start + n - 1``."""
-    out = _nan(len(x))
-    if len(x) - start >= n:
-        out[start + n - 1 :] = _windows(x, n, start).min(axis=1)
-    return out
+    return _rolling_extreme(x, n, start, np.minimum)
 
 
 def rolling_std(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
     """Population standard deviation (ddof=0) of ``x[t-n+1..t]`` (TA-Lib STDDEV with nbdev 1), two-pass."""
-    out = _nan(len(x))
-    if len(x) - start >= n:
-        out[start + n - 1 :] = _windows(x, n, start).std(axis=1)
+    out = _nan(x.shape)
+    if x.shape[-1] - start >= n:
+        rows, flat = x.reshape(-1, x.shape[-1]), out.reshape(-1, x.shape[-1])
+        step = max(1, 2**18 // (x.shape[-1] * n))  # rows at a time: numpy's deviations temporary stays small
+        for r in range(0, rows.shape[0], step):
+            flat[r : r + step, start + n - 1 :] = _windows(rows[r : r + step], n, start).std(axis=-1)
     return out
 
 
-@lru_cache(maxsize=64)
-def _decay_matrix(size: int, a: float) -> np.ndarray:
-    """Lower-triangular ``M[t, j] = a^(t - j)`` for ``j <= t`` (0 above the diagonal), read-only."""
-    i = np.arange(size)
-    lag = i[:, None] - i[None, :]
-    m = np.where(lag >= 0, a ** np.maximum(lag, 0), 0.0)
-    m.flags.writeable = False
-    return m
+def linear_recursion(x: np.ndarray, b: float, a: float, y0, block: int = 64) -> np.ndarray:
+    """First-order recursion ``y[t] = b x[t] + a y[t-1]`` along the last axis with ``y[-1] = y0``
+    (a number, or one per row), ``0 <= a <= 1`` (the filter ``scipy.signal.lfilter([b], [1, -a],
+    x, zi=[a y0])``), in pure numpy.
 
-
-def linear_recursion(x: np.ndarray, b: float, a: float, y0: float, block: int = 64) -> np.ndarray:
-    """First-order recursion ``y[t] = b x[t] + a y[t-1]`` with ``y[-1] = y0``, ``0 <= a <= 1``
-    (the filter ``scipy.signal.lfilter([b], [1, -a], x, zi=[a y0])``), in pure numpy.
-
-    The series is cut into blocks of ``block`` values. Within a block every output is a weighted
-    sum of at most ``block`` inputs with weights ``b a^i <= b`` (one matrix product for all
-    blocks); the block ends follow the same recursion with factor ``a^block`` (a second product
-    with weights <= 1), and each block adds its start value times ``a^(i+1)``. No factor ever
-    grows, so the rounding stays that of short sums (agrees with the per-bar recursion to about
-    1e-15 relative). A NaN input makes every later output NaN, as the recursive filter does.
+    The series is cut into blocks of ``block`` bars at fixed positions. Within each block the
+    recursion runs bar by bar from 0 for all blocks (and rows) at once (``block`` steps of array
+    operations); the value before each block then follows block by block, and each block adds it
+    times ``a^(i+1)``. Only elementwise operations, so every row is computed exactly as it would
+    be alone, and no factor ever grows (agrees with the per-bar recursion to about 1e-15
+    relative). A NaN input makes every later output NaN, as the recursive filter does.
     (Pure numpy instead of scipy: importing ``scipy.signal`` costs about as much as computing the
     standard indicator set for 482 symbols.)
     """
-    n = len(x)
+    n = x.shape[-1]
     if n == 0:
-        return np.empty(0)
-    nan = np.flatnonzero(np.isnan(x))
-    size = min(block, n)
-    blocks = -(-n // size)
-    padded = np.zeros(blocks * size)
-    padded[:n] = np.where(np.isnan(x), 0.0, x) if len(nan) else x
-    local = b * (padded.reshape(blocks, size) @ _decay_matrix(size, a).T)  # each block started from 0
-    ends = _decay_matrix(blocks, a**size) @ local[:, -1] + a ** (size * np.arange(1, blocks + 1)) * y0
-    start = np.concatenate([[y0], ends[:-1]])  # the value before each block
-    out = (local + start[:, None] * a ** np.arange(1, size + 1)).reshape(-1)[:n]
-    if len(nan):
-        out[nan[0] :] = np.nan
-    return out
+        return np.empty(x.shape)
+    rows = x.reshape(-1, n)
+    blocks = -(-n // block)
+    padded = np.zeros((rows.shape[0], blocks * block))
+    padded[:, :n] = rows
+    steps = np.ascontiguousarray(padded.reshape(rows.shape[0], blocks, block).transpose(2, 0, 1))
+    acc = b * steps[0]
+    steps[0] = acc
+    for i in range(1, block):  # each block started from 0, bar by bar
+        acc = b * steps[i] + a * acc
+        steps[i] = acc
+    powers = a ** np.arange(1, block + 1, dtype=float)
+    before = np.empty((rows.shape[0], blocks))
+    prev = np.broadcast_to(np.asarray(y0, dtype=float).reshape(-1), (rows.shape[0],))
+    for k in range(blocks):  # the value before each block
+        before[:, k] = prev
+        prev = steps[-1, :, k] + prev * powers[-1]
+    steps += before[None] * powers[:, None, None]
+    return steps.transpose(1, 2, 0).reshape(rows.shape[0], -1)[:, :n].reshape(x.shape)
 
 
 def smooth(x: np.ndarray, n: int, k: float, start: int = 0) -> np.ndarray:
@@ -139,14 +162,14 @@ def smooth(x: np.ndarray, n: int, k: float, start: int = 0) -> np.ndarray:
     ``k = 2/(n+1)`` gives TA-Lib EMA; ``k = 1/n`` gives Wilder's smoothing (RSI, ATR, ADX).
     Values before ``start`` are ignored; output is NaN before ``start + n - 1``.
     """
-    out = _nan(len(x))
+    out = _nan(x.shape)
     first = start + n - 1
-    if first >= len(x):
+    if first >= x.shape[-1]:
         return out
-    seed = float(np.mean(x[start : first + 1]))
-    out[first] = seed
-    if first + 1 < len(x):
-        out[first + 1 :] = linear_recursion(x[first + 1 :], k, 1.0 - k, seed)
+    seed = np.mean(x[..., start : first + 1], axis=-1)
+    out[..., first] = seed
+    if first + 1 < x.shape[-1]:
+        out[..., first + 1 :] = linear_recursion(x[..., first + 1 :], k, 1.0 - k, seed)
     return out
 
 
@@ -157,19 +180,26 @@ def ema(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
 
 def wma(x: np.ndarray, n: int) -> np.ndarray:
     """Linearly weighted moving average, weights ``1..n`` (newest heaviest); TA-Lib WMA (lookback ``n-1``)."""
-    out = _nan(len(x))
-    if len(x) >= n:
+    out = _nan(x.shape)
+    if x.shape[-1] >= n:
         w = np.arange(1, n + 1, dtype=float)
-        out[n - 1 :] = _windows(x, n) @ w / w.sum()
+        out[..., n - 1 :] = _windows(x, n) @ w / w.sum()
     return out
+
+
+def _diff(x: np.ndarray) -> np.ndarray:
+    """``x[t] - x[t-1]`` along the last axis, NaN at index 0."""
+    d = _nan(x.shape)
+    d[..., 1:] = np.diff(x, axis=-1)
+    return d
 
 
 def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
     """TA-Lib TRANGE: ``max(high-low, |high-close[t-1]|, |low-close[t-1]|)``, NaN at index 0."""
-    tr = _nan(len(close))
-    if len(close) > 1:
-        pc = close[:-1]
-        tr[1:] = np.maximum(high[1:] - low[1:], np.maximum(np.abs(high[1:] - pc), np.abs(low[1:] - pc)))
+    tr = _nan(close.shape)
+    if close.shape[-1] > 1:
+        pc, h, lo = close[..., :-1], high[..., 1:], low[..., 1:]
+        tr[..., 1:] = np.maximum(h - lo, np.maximum(np.abs(h - pc), np.abs(lo - pc)))
     return tr
 
 
@@ -180,9 +210,7 @@ def rsi(close: np.ndarray, n: int) -> np.ndarray:
     seeded with their mean over the first ``n`` changes; ``RSI = 100 avg_gain / (avg_gain +
     avg_loss)``, 0 when both are 0 (TA-Lib). Points in [0, 100].
     """
-    d = np.empty(len(close))
-    d[0] = np.nan
-    d[1:] = np.diff(close)
+    d = _diff(close)
     gain = smooth(np.where(d > 0, d, 0.0), n, 1.0 / n, start=1)
     loss = smooth(np.where(d < 0, -d, 0.0), n, 1.0 / n, start=1)
     tot = gain + loss
@@ -199,9 +227,7 @@ def macd(close: np.ndarray, fast: int, slow: int, signal: int) -> tuple[np.ndarr
     """
     line = ema(close, fast, start=slow - fast) - ema(close, slow)
     sig = ema(line, signal, start=slow - 1)
-    first = slow + signal - 2
-    line = line.copy()
-    line[: min(first, len(line))] = np.nan
+    line[..., : min(slow + signal - 2, line.shape[-1])] = np.nan
     return line, sig, line - sig
 
 
@@ -219,12 +245,11 @@ def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.ndar
 
 def _wilder_sum(x: np.ndarray, n: int) -> np.ndarray:
     """Wilder running sum used by TA-Lib's DI/ADX: ``S[n-1] = sum(x[1..n-1])``, ``S[t] = S[t-1] (1 - 1/n) + x[t]``."""
-    out = _nan(len(x))
-    if len(x) <= n:
+    out = _nan(x.shape)
+    if x.shape[-1] <= n:
         return out
-    seed = float(np.sum(x[1:n]))
-    a = 1.0 - 1.0 / n
-    out[n:] = linear_recursion(x[n:], 1.0, a, seed)
+    seed = np.sum(x[..., 1:n], axis=-1)
+    out[..., n:] = linear_recursion(x[..., n:], 1.0, 1.0 - 1.0 / n, seed)
     return out
 
 
@@ -238,11 +263,8 @@ def adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> tuple[n
     ``(adx, plus_di, minus_di)`` in points. Where +DI + -DI = 0, DX is taken as 0 (TA-Lib keeps
     the previous ADX there; this only differs on perfectly flat data).
     """
-    m = len(close)
-    up = _nan(m)
-    dn = _nan(m)
-    up[1:] = high[1:] - high[:-1]
-    dn[1:] = low[:-1] - low[1:]
+    up = _diff(high)
+    dn = -_diff(low)
     pdm = np.where((up > 0) & (up > dn), up, 0.0)
     mdm = np.where((dn > 0) & (dn > up), dn, 0.0)
     tr = true_range(high, low, close)
@@ -268,8 +290,7 @@ def stoch(
         fk = np.where(rng > 0, 100.0 * (close - ll) / rng, np.where(np.isnan(rng), np.nan, 0.0))
     k = sma(fk, slowk, start=fastk - 1)
     d = sma(k, slowd, start=fastk + slowk - 2)
-    k = k.copy()
-    k[: min(fastk + slowk + slowd - 3, len(k))] = np.nan
+    k[..., : min(fastk + slowk + slowd - 3, k.shape[-1])] = np.nan
     return k, d
 
 
@@ -284,36 +305,39 @@ def willr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.nd
 
 def cci(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.ndarray:
     """TA-Lib CCI (Lambert 1980): ``(TP - SMA_n(TP)) / (0.015 * MD)``, ``TP = (h+l+c)/3``,
-    ``MD`` the mean absolute deviation of TP from its current SMA over the window; 0 when MD = 0
-    or TP = SMA (TA-Lib). A deviation within 8 ulp of TP counts as 0: otherwise a window of
-    typical prices equal up to rounding gives noise such as +-133 (TA-Lib returns 0 there)."""
+    ``MD`` the mean absolute deviation of TP from its current SMA over the window (summed oldest
+    first, as TA-Lib); 0 when MD = 0 or TP = SMA (TA-Lib). A deviation within 8 ulp of TP counts
+    as 0: otherwise a window of typical prices equal up to rounding gives noise such as +-133
+    (TA-Lib returns 0 there)."""
     tp = (high + low + close) / 3.0
-    out = _nan(len(tp))
-    if len(tp) >= n:
-        w = _windows(tp, n)
-        mean = w.mean(axis=1)
-        md = np.abs(w - mean[:, None]).mean(axis=1)
-        dev = tp[n - 1 :] - mean
-        tiny = 8 * np.finfo(float).eps * np.abs(tp[n - 1 :])
+    out = _nan(tp.shape)
+    m = tp.shape[-1] - n + 1
+    if m > 0:
+        mean = sma(tp, n)[..., n - 1 :]
+        md = np.abs(tp[..., :m] - mean)
+        for i in range(1, n):
+            md += np.abs(tp[..., i : i + m] - mean)
+        md /= n
+        dev = tp[..., n - 1 :] - mean
+        tiny = 8 * np.finfo(float).eps * np.abs(tp[..., n - 1 :])
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[n - 1 :] = np.where((md > tiny) & (np.abs(dev) > tiny), dev / (0.015 * md), 0.0)
+            out[..., n - 1 :] = np.where((md > tiny) & (np.abs(dev) > tiny), dev / (0.015 * md), 0.0)
     return out
 
 
 def roc(close: np.ndarray, n: int) -> np.ndarray:
     """Rate of change as a fraction: ``close[t] / close[t-n] - 1`` (TA-Lib ROCP, lookback ``n``)."""
-    out = _nan(len(close))
-    if len(close) > n:
-        out[n:] = (close[n:] - close[:-n]) / close[:-n]
+    out = _nan(close.shape)
+    if close.shape[-1] > n:
+        out[..., n:] = (close[..., n:] - close[..., :-n]) / close[..., :-n]
     return out
 
 
 def obv(close: np.ndarray, volume: np.ndarray) -> np.ndarray:
     """TA-Lib OBV: starts at ``volume[0]``; adds the volume on an up close, subtracts it on a down close."""
-    step = np.zeros(len(close))
-    step[0] = volume[0]
-    step[1:] = np.sign(np.diff(close)) * volume[1:]
-    return np.cumsum(step)
+    step = np.sign(_diff(close)) * volume
+    step[..., 0] = volume[..., 0]
+    return np.cumsum(step, axis=-1)
 
 
 def mfi(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray, n: int) -> np.ndarray:
@@ -323,8 +347,8 @@ def mfi(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray
     ties). Points in [0, 100]."""
     tp = (high + low + close) / 3.0
     flow = tp * volume
-    d = np.zeros(len(tp))
-    d[1:] = np.diff(tp)
+    d = _diff(tp)
+    d[..., 0] = 0.0
     # A change within floating-point rounding of TP counts as no change, so the result does not
     # depend on how (h+l+c)/3 is rounded (TA-Lib builds differ on such 1-ulp ties).
     d[np.abs(d) <= 8 * np.finfo(float).eps * tp] = 0.0
@@ -354,14 +378,16 @@ def vwap(
         # running sums within each session: cumulative sums minus their value before the session's
         # first bar; a NaN (missing volume, which the loader warns about) spoils only the rest of its session
         bad = np.isnan(pv)
-        sums = np.cumsum(np.column_stack([np.where(bad, 0.0, pv), np.where(bad, 0.0, volume), bad]), axis=0)
-        if session is not None and len(session) > 1:
-            new = np.flatnonzero(session[1:] != session[:-1]) + 1
-            idx = np.zeros(len(tp), dtype=np.int64)
-            idx[new] = new
-            idx = np.maximum.accumulate(idx)
-            sums = sums - np.vstack([np.zeros((1, 3)), sums])[idx]
-        num, den = sums[:, 0], np.where(sums[:, 2] > 0, np.nan, sums[:, 1])
+        sums = [np.cumsum(v, axis=-1) for v in (np.where(bad, 0.0, pv), np.where(bad, 0.0, volume), bad.astype(float))]
+        t = tp.shape[-1]
+        if session is not None and t > 1:
+            first = np.zeros(tp.shape, dtype=np.int64)  # 1 + index of the bar before each bar's session start
+            first[..., 1:] = np.where(session[..., 1:] != session[..., :-1], np.arange(1, t), 0)
+            first = np.maximum.accumulate(first, axis=-1)
+            sums = [
+                s - np.where(first > 0, np.take_along_axis(s, np.maximum(first - 1, 0), axis=-1), 0.0) for s in sums
+            ]
+        num, den = sums[0], np.where(sums[2] > 0, np.nan, sums[1])
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / den, np.where(np.isnan(den), np.nan, tp))
 
@@ -663,32 +689,70 @@ def bar_arrays(bars: pl.DataFrame) -> dict[str, np.ndarray]:
     return arrays
 
 
+def compute_many(
+    bars: dict[str, pl.DataFrame], specs: list[Spec], strict: bool = True, skipped: list | None = None
+) -> dict[str, np.ndarray]:
+    """The indicator outputs of ``specs`` for several symbols at once, as ``{column: float64 array}``
+    in spec order, each array the symbols' values one after the other (in ``bars`` order, each
+    symbol's T_i bars in order: the rows of the long format).
+
+    The symbols' bars are laid out as an (N, max T_i) matrix, one row per symbol from its own
+    first bar (NaN after its last), and every indicator runs on all rows at once; a row's values
+    are exactly those of the symbol computed alone (every operation is elementwise or within one
+    row). With ``strict``, a symbol with no more bars than a spec's lookback raises AnalyzeError
+    (the first such symbol, in order, naming the bar count); otherwise its columns are NaN and it
+    is reported: appended to ``skipped`` as ``(symbol, spec text)`` when a list is given, else as
+    one warning per symbol.
+    """
+    symbols = list(bars)
+    lengths = np.array([bars[s].height for s in symbols], dtype=np.int64)
+    short = {spec.text: lengths <= spec.lookback for spec in specs}
+    missed: dict[str, list[str]] = {}
+    for i, sym in enumerate(symbols):
+        for spec in specs:
+            if short[spec.text][i]:
+                if strict:
+                    raise AnalyzeError(
+                        f"{sym}: {lengths[i]:,} bars, indicator {spec.text} needs at least {spec.lookback + 1:,}"
+                    )
+                missed.setdefault(sym, []).append(spec.text)
+    for sym, texts in missed.items():
+        if skipped is not None:
+            skipped.extend((sym, text) for text in texts)
+        else:
+            warn(f"{sym}: only {bars[sym].height:,} bars; {', '.join(texts)} left empty (too few bars)")
+    total = int(lengths.sum())
+    if not symbols or total == 0:
+        return {col: np.empty(0) for spec in specs for col in spec.columns}
+    width = int(lengths.max())
+    # the cells of the (N, width) matrix holding bars: row-major, they are the long-format rows
+    held = np.arange(width) < lengths[:, None]
+    columns = bar_arrays(pl.concat([bars[s] for s in symbols], how="vertical_relaxed", rechunk=True))
+    arrays = {}
+    for key, values in columns.items():
+        matrix = np.full(held.shape, np.nan) if key != "session" else np.zeros(held.shape, np.int64)
+        matrix[held] = values
+        arrays[key] = matrix
+    new: dict[str, np.ndarray] = {}
+    for spec in specs:
+        rows_short = short[spec.text]
+        if rows_short.all():
+            outputs = [_nan((len(symbols), width)) for _ in spec.columns]
+        else:
+            outputs = spec.indicator.compute(arrays, *spec.params)
+        for col, values in zip(spec.columns, outputs):
+            values[rows_short] = np.nan
+            new[col] = values[held]
+    return new
+
+
 def compute_arrays(
     bars: pl.DataFrame, specs: list[Spec], symbol: str = "", strict: bool = True, skipped: list | None = None
 ) -> dict[str, np.ndarray]:
-    """The indicator outputs of ``specs`` on ``bars`` as ``{column: float64 array (T,)}`` in spec
-    order (see :func:`compute` for ``strict`` and ``skipped``)."""
-    arrays = bar_arrays(bars)
-    new: dict[str, np.ndarray] = {}
-    missed: list[str] = []
-    for spec in specs:
-        if bars.height <= spec.lookback:
-            if strict:
-                raise AnalyzeError(
-                    f"{symbol}: {bars.height:,} bars, indicator {spec.text} needs at least {spec.lookback + 1:,}"
-                )
-            missed.append(spec.text)
-            for col in spec.columns:
-                new[col] = _nan(bars.height)
-            continue
-        for col, values in zip(spec.columns, spec.indicator.compute(arrays, *spec.params)):
-            new[col] = values
-    if missed:
-        if skipped is not None:
-            skipped.extend((symbol, text) for text in missed)
-        else:
-            warn(f"{symbol}: only {bars.height:,} bars; {', '.join(missed)} left empty (too few bars)")
-    return new
+    """The indicator outputs of ``specs`` on one symbol's ``bars`` as ``{column: float64 array (T,)}``
+    in spec order (:func:`compute_many` with one symbol; see :func:`compute` for ``strict`` and
+    ``skipped``)."""
+    return compute_many({symbol: bars}, specs, strict, skipped)
 
 
 def compute(
