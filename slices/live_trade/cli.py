@@ -136,6 +136,12 @@ def _alpaca(account: str, base_url: str | None, timeout: float, retries: int, on
 @click.option("--adopt", is_flag=True, help="At start, take the broker's positions and open orders when they differ from the ledger.")
 @click.option("--cash", default=100_000.0, show_default=True, type=float, help="Dry run without an account: starting cash.")
 @click.option("--allow-short/--long-only", default=False, show_default=True, help="Allow short positions.")
+@click.option("--leverage", default=None, type=float,
+              help="Weights strategies only: rows may sum (in |w|) up to L; buys may use cash + (L - 1) x equity [default 1].")
+@click.option("--rebalance-threshold", default=None, type=float,
+              help="Weights strategies only: skip a rebalance order smaller than this fraction of equity [default 0].")
+@click.option("--fractional", is_flag=True, default=None,
+              help="Weights strategies only: target quantities in fractional shares (1e-6) instead of whole shares.")
 @click.option("--max-order-notional", default=1_000.0, show_default=True, type=float, help="Max value of one order, currency.")
 @click.option("--max-position-pct", default=10.0, show_default=True, type=float, help="Max position value, percent of equity.")
 @click.option("--max-gross-pct", default=50.0, show_default=True, type=float, help="Max gross exposure, percent of equity.")
@@ -162,7 +168,7 @@ def _alpaca(account: str, base_url: str | None, timeout: float, retries: int, on
 @_format_opt
 @_debug_opt
 def run(session, strategy, params, symbols, timeframe, follow, start, end, data, store, keep_suspicious, no_adjust,
-        bars_from, execution, account, confirm_live, dry_run, base_url, stream_url, data_url, data_stream_url, feed, adopt, cash, allow_short, max_order_notional, max_position_pct,
+        bars_from, execution, account, confirm_live, dry_run, base_url, stream_url, data_url, data_stream_url, feed, adopt, cash, allow_short, leverage, rebalance_threshold, fractional, max_order_notional, max_position_pct,
         max_gross_pct, max_daily_loss_pct, flatten_on_halt, max_orders_per_minute, max_open_orders, price_band_pct,
         atr_window, max_atr_pct, stale_after, allow_symbols, poll, reconcile_every, exit_after_idle, timeout, retries,
         ledgers, quiet, fmt, debug):
@@ -213,7 +219,8 @@ def run(session, strategy, params, symbols, timeframe, follow, start, end, data,
          "keep_suspicious": keep_suspicious, "adjust": not no_adjust, "bars": bars_from, "execution": execution,
          "data_url": endpoint(data_url, "APCA_API_DATA_URL"), "feed": feed,
          "data_stream_url": endpoint(data_stream_url, "APCA_API_DATA_STREAM_URL"), "account": account, "dry_run": dry, "cash": cash,
-         "allow_short": allow_short, "base_url": endpoint(base_url, "APCA_API_BASE_URL"),
+         "allow_short": allow_short, "leverage": leverage, "rebalance_threshold": rebalance_threshold,
+         "fractional": fractional or None, "base_url": endpoint(base_url, "APCA_API_BASE_URL"),
          "stream_url": endpoint(stream_url, "APCA_API_STREAM_URL"), "poll": poll, "reconcile_every": reconcile_every}
     if alpaca is not None:
         from .session import Session  # noqa: F401 (import check before the lock)
@@ -307,7 +314,8 @@ def _money(x) -> str:
 
 
 def _pct(x) -> str:
-    return "—" if x is None else f"{x * 100:,.2f}%"
+    """Percent with two decimals; a value that rounds to zero prints ``0.00%`` (never ``-0.00%``)."""
+    return "—" if x is None else f"{round(x * 100, 2) + 0.0:,.2f}%"
 
 
 def _num(x) -> str:
@@ -333,7 +341,9 @@ def _status_text(d: dict) -> str:
         f"  strategy      {d['strategy']}  {d['timeframe']}  {len(d['symbols'])} symbol(s)  {acct}",
         f"  equity        {_money(d['equity'])}   cash {_money(d['cash'])}   drawdown {_pct(d['drawdown'])}",
         f"  last bar      {_when(d['last_bar_time'])}   heartbeat {'—' if hb is None else f'{hb:,.1f} s ago'}",
-        f"  positions     {len(d['positions'])}   open orders {len(d['open_orders'])}",
+        f"  positions     {len(d['positions'])}"
+        + (f" held, {len(d['virtual_positions'])} intended (dry run)" if d["virtual_positions"] else "")
+        + f"   open orders {len(d['open_orders'])}",
     ]
     for p in d["positions"]:
         lines.append(f"    {p['symbol']:<8} {_num(p['qty']):>12} @ {_num(p['avg_price'])}  mark {_num(p['mark_price'])}")

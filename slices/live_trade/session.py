@@ -18,6 +18,11 @@ Order of work (slices/live_trade/README.md has the full list of limits and state
   ``<session>-<SYMBOL>-<YYYYMMDDTHHMMSS>-<n>``. The order row (status ``new``) is committed
   before it is sent, so a crash between the two is resolved by the lookup on restart; the bar's
   equity row, targets and heartbeat are one transaction.
+* A weights-form strategy instead rebalances on each complete bar (:meth:`Session.rebalance`):
+  target quantities ``w x equity / last close`` from the bar's weights row, the differences as
+  market orders (reason ``rebalance``), reducing orders first, every one risk-checked.
+* Before any decision on a symbol, its orders already sent are given up to ``SETTLE_WAIT`` seconds
+  to settle (:meth:`Session.settle`), so a decision never rests on a fill still in flight.
 * Between bars, every ``tick`` (0.1 s): the control files (``<session>.HALT`` or ``HALT`` in the
   ledger folder, ``<session>.RESUME``, ``<session>.FLATTEN``, ``<session>.stop``), stream updates,
   and every ``poll`` seconds the store, open orders, the clock and staleness; every
@@ -43,12 +48,13 @@ from .execution import parse_execution, split, vwap_weights
 from .ledger import (EQUITY_COLUMNS, FILL_COLUMNS, KIND, ORDER_COLUMNS, SCHEMA_VERSION, Writer, iso, now_iso,
                      set_meta)
 from .risk import Context, Limits, RateWindow, atr_pct, check, daily_loss_hit
-from .strategies import call_targets, resolve_params
+from .strategies import StrategyError, call_targets, call_weights, fmt_bar_time, resolve_params
 
 TF_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400,
               "1w": 7 * 86400, "1mo": 31 * 86400}
 WORKING = ("new", "accepted", "partially_filled")
 TICK = 0.1
+SETTLE_WAIT = 3.0  # seconds a decision on a symbol waits for that symbol's orders already sent (Session.settle)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _STATUS = {"filled": "filled", "partially_filled": "partially_filled", "canceled": "canceled", "expired": "expired",
            "done_for_day": "expired", "rejected": "rejected", "replaced": "canceled", "stopped": "canceled",
@@ -140,6 +146,10 @@ class Session:
         self._md_failed: set[str] = set()
         self.base_bars: pl.DataFrame | None = None  # --bars alpaca: the stored history the stream extends
         self.stream_bars: dict[str, dict[int, tuple]] = {}  # --bars alpaca: symbol -> {minute us: (o, h, l, c, v)}
+        self.updates: TradeUpdates | None = None  # the trade_updates stream (Session.settle reads it)
+        self._w_key = None  # weights form: the bars the weights were computed on (see weights_row)
+        self._w_times: np.ndarray | None = None
+        self._w: np.ndarray | None = None
 
     # ------------------------------------------------------------------ ledger
     def event(self, level: str, kind: str, message: str, cur=None, **data) -> None:
@@ -415,6 +425,13 @@ class Session:
         self._md_failed.discard(sym)
         return px
 
+    def rate_clock(self) -> float:
+        """Seconds for the order-rate window: the wall clock, or in ``--replay`` the bar clock (a
+        replay of months in a second is limited per minute of bars, as it would have traded)."""
+        if self.s.get("mode") == "replay" and self.last_time is not None:
+            return self.last_time / 1e6
+        return time.monotonic()
+
     def risk_check(self, cid: str, sym: str, side: str, qty: float, px: float, open_orders: int | None = None) -> bool:
         """The pre-trade check (risk.check) of one order sized on ``px``; a refusal is a
         ``risk_block`` event and False. The price band compares ``px`` with Alpaca's latest trade
@@ -425,7 +442,7 @@ class Session:
             last[sym] = trade
         n_open = len(self.working(broker_only=True)) if open_orders is None else open_orders
         ctx = Context(self.state, self.equity(), {s: p[0] for s, p in self.positions.items()}, last, n_open,
-                      self.market_open, self.stale, time.monotonic())
+                      self.market_open, self.stale, self.rate_clock())
         why = check({"symbol": sym, "side": side, "qty": qty, "price": px}, ctx, self.limits, self.rate, self.symbols)
         if not why:
             return True
@@ -454,7 +471,7 @@ class Session:
              "status": "dry_run" if self.dry_run else "new", "filled_qty": 0.0, "avg_fill_price": None,
              "signal_time": iso(signal_us), "created_at": now, "updated_at": now, "reason": reason,
              "note": "dry run: not sent" if self.dry_run else None, "parent_id": parent_id, "extended_hours": ext}
-        self.rate.record(time.monotonic())
+        self.rate.record(self.rate_clock())
         self.placed += 1
         with self.writer.transaction() as cur:
             self.write_order(cur, o)
@@ -546,9 +563,10 @@ class Session:
             a = atr_pct(f["high"][:k + 1], f["low"][:k + 1], f["close"][:k + 1], self.limits.atr_window)
             if a == a and a > self.limits.max_atr_pct:
                 atr_hot.append(f"{sym} ATR {a:,.2f}% of price")
-            tgt = int(f["targets"][k])
-            if tgt != self.last_target.get(sym, 0):
-                changed.append((sym, tgt))
+            if "targets" in f:
+                tgt = int(f["targets"][k])
+                if tgt != self.last_target.get(sym, 0):
+                    changed.append((sym, tgt))
         if self.dry_run or self.alpaca is None:
             eq, cash = self.equity(), self.cash
         else:
@@ -567,6 +585,8 @@ class Session:
         for sym, tgt in changed:
             self.trade(sym, tgt, t_us)
             self.last_target[sym] = tgt  # acted on (or refused: refusals are events, not retried)
+        if self.strat.form == "weights":
+            self.rebalance(t_us)
         if self.dry_run or self.alpaca is None:
             eq, cash = self.equity(), self.cash
         gross = sum(abs(p[0]) * self.last_close.get(s, p[1]) for s, p in self.positions.items())
@@ -584,6 +604,7 @@ class Session:
         """Target change on ``sym``: cancel its working orders, exit, enter (each risk-checked)."""
         if tgt < 0 and not self.s["allow_short"]:
             tgt = 0
+        self.settle([sym])
         self.stop_schedules(sym, f"canceled: new signal on {sym}")
         for o in self.working(sym, broker_only=True):
             if self.alpaca is not None and o.get("broker_id") and not self.dry_run:
@@ -603,6 +624,139 @@ class Session:
                 self.event("warning", "reject", f"{sym}: entry of size 0 (value {value:,.2f} at {price:,.6g})")
                 return
             self.order(sym, "buy" if tgt > 0 else "sell", qty, price, t_us, "signal")
+
+    def settle(self, syms) -> bool:
+        """Before deciding the next order of ``syms``: wait until the orders already sent for them
+        are done (filled, canceled, rejected, expired) and their TWAP/VWAP schedules have sent
+        every child, at most ``SETTLE_WAIT`` seconds, working the schedules, reading the
+        trade_updates stream and looking each order up by client order id every 0.25 s; so a fast
+        exit signal sees its entry's fill instead of a flat position. Returns True when it waited
+        for something (the account is refreshed then). Dry runs fill at once: nothing to wait for."""
+        if self.alpaca is None or self.dry_run:
+            return False
+        syms = set(syms)
+
+        def still_open() -> list[dict]:
+            return [o for o in self.working(broker_only=True) if o["symbol"] in syms]
+
+        def scheduled() -> bool:
+            return any(sc["symbol"] in syms for sc in self.schedules.values())
+
+        if not still_open() and not scheduled():
+            return False
+        end = time.monotonic() + SETTLE_WAIT
+        next_look = time.monotonic() + 0.25
+        while ((todo := still_open()) or scheduled()) and time.monotonic() < end:
+            self.work_schedules()
+            self.drain_stream(self.updates)
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + 0.25
+                for o in todo:
+                    try:
+                        bo = self.alpaca.find(o["id"])
+                    except (Rejected, Unavailable):
+                        continue
+                    if bo is not None:
+                        with self.writer.transaction() as cur:
+                            self.apply_broker_order(cur, bo)
+            time.sleep(0.02)
+        try:
+            self.refresh_account()
+        except (Rejected, Unavailable) as exc:
+            self.event("warning", "stream", f"account refresh: {exc}")
+        return True
+
+    def in_flight(self, sym: str) -> float:
+        """Signed quantity of ``sym`` that working orders still have to fill (a TWAP/VWAP parent
+        counts for its children), so a rebalance never orders again what is on its way."""
+        return sum((1.0 if o["side"] == "buy" else -1.0) * (float(o["qty"]) - float(o["filled_qty"] or 0))
+                   for o in self.working(sym) if not o.get("parent_id"))
+
+    # ------------------------------------------------------------------ weights form
+    def weights_row(self, t_us: int) -> np.ndarray | None:
+        """The strategy's weights row of bar ``t_us`` (N,), NaN = no change; recomputed on the
+        whole panel when new bars arrived (:func:`portfolio_weights`). A bad row in new bars is an
+        ``error`` event ``strategy`` and the bar is not traded (None)."""
+        key = tuple((sym, f["timestamp"].size, int(f["timestamp"][-1]) if f["timestamp"].size else 0)
+                    for sym, f in sorted(self.frames.items()))
+        if key != self._w_key:
+            self._w_key = key
+            try:
+                self._w_times, self._w, _ = portfolio_weights(self.frames, self.symbols, self.strat, self.params,
+                                                              bool(self.s["allow_short"]),
+                                                              float(self.s.get("leverage") or 1.0))
+            except StrategyError as exc:
+                self.event("error", "strategy", f"weights not updated: {exc}", bar_time=iso(t_us))
+        if self._w_times is None:
+            return None
+        i = int(np.searchsorted(self._w_times, t_us))
+        if i >= self._w_times.size or self._w_times[i] != t_us:
+            return None
+        return self._w[i]
+
+    def rebalance(self, t_us: int) -> None:
+        """Weights form, on the complete bar ``t_us``: every symbol with a weight w (not NaN) in
+        the bar's row gets the target quantity ``w x equity / last close`` (whole shares toward
+        zero; ``--fractional``: 1e-6 shares); the difference from its position plus what its
+        working orders still have to fill is ordered as market orders, reason ``rebalance``, ids
+        ``<session>-<SYMBOL>-<bar time>-<n>``. Differences below ``--rebalance-threshold`` x
+        equity are skipped. Orders that reduce a position go first (a trade through zero is split
+        into a closing and an opening order); then, after those have settled (bounded, see
+        :meth:`settle`), the orders that add exposure, buys scaled down together to the buying power
+        ``cash + proceeds of the reducing orders (at the close) + (leverage - 1) x equity``. Every
+        order passes the pre-trade risk check. A symbol already given a rebalance order for this
+        bar (a restart in the middle of the bar) is not ordered again."""
+        row = self.weights_row(t_us)
+        if row is None:
+            return
+        sig = iso(t_us)
+        done = {o["symbol"] for o in self.orders.values()
+                if o.get("signal_time") == sig and o.get("reason") == "rebalance" and not o.get("parent_id")}
+        syms = [sym for j, sym in enumerate(self.symbols)
+                if not np.isnan(row[j]) and self.last_close.get(sym, 0.0) > 0 and sym not in done]
+        if not syms:
+            return
+        self.settle(syms)
+        virtual = self.dry_run or self.alpaca is None
+        equity = self.equity()
+        cash = self.cash if virtual else self._account_cash
+        lev = float(self.s.get("leverage") or 1.0)
+        thr = float(self.s.get("rebalance_threshold") or 0.0)
+        step = 1e-6 if self.s.get("fractional") else 1.0
+        reduce, add = [], []
+        for sym in syms:
+            px = self.last_close[sym]
+            want = row[self.symbols.index(sym)] * max(equity, 0.0) / px
+            want = math.trunc(want / step + math.copysign(1e-9, want)) * step
+            have = self.positions.get(sym, [0.0])[0] + self.in_flight(sym)
+            delta = want - have
+            if abs(delta) < step / 2 or abs(delta) * px < thr * equity:
+                continue
+            side = "buy" if delta > 0 else "sell"
+            closing = min(abs(delta), abs(have)) if have and (delta > 0) != (have > 0) else 0.0
+            if closing:
+                reduce.append((sym, side, closing, px))
+            if abs(delta) - closing >= step / 2:
+                add.append((sym, side, round(abs(delta) - closing, 6), px))
+        for sym, side, q, px in reduce:
+            o = self.order(sym, side, q, px, t_us, "rebalance")
+            if o is not None and o["status"] != "rejected":
+                cash += q * px if side == "sell" else -q * px
+        if not add:
+            return
+        if reduce:
+            self.settle([r[0] for r in reduce])
+        buys = [a for a in add if a[1] == "buy"]
+        cost = sum(q * px for _, _, q, px in buys)
+        power = cash + (lev - 1.0) * equity
+        if cost > power + 1e-9:
+            scale = max(power, 0.0) / cost
+            buys = [(sym, side, math.floor(q * scale / step + 1e-9) * step, px) for sym, side, q, px in buys]
+            self.event("info", "execution", f"buys of {fmt_bar_time(np.datetime64(t_us, 'us'))} scaled by {scale:.4f} to the buying power {power:,.2f}",
+                       bar_time=sig, cost=cost, power=power)
+        for sym, side, q, px in [a for a in add if a[1] == "sell"] + buys:
+            if q >= step / 2:
+                self.order(sym, side, q, px, t_us, "rebalance")
 
     # ------------------------------------------------------------------ TWAP / VWAP child orders
     def order(self, sym: str, side: str, qty: float, price: float, t_us: int, reason: str) -> dict | None:
@@ -787,7 +941,8 @@ class Session:
 
 # ----------------------------------------------------------------------------- bars
 def symbol_frames(bars: pl.DataFrame, strat, params: dict) -> dict[str, dict]:
-    """Long bars -> {SYMBOL: numpy arrays ``timestamp`` (int64 us), ``open..volume``, ``targets`` (int8)}."""
+    """Long bars -> {SYMBOL: numpy arrays ``timestamp`` (int64 us), ``open..volume``, and for a
+    signal-form strategy ``targets`` (int8)}."""
     out = {}
     for (sym,), g in bars.partition_by("symbol", as_dict=True, maintain_order=True).items():
         d = {k: g[k].to_numpy().astype(np.float64) for k in ("open", "high", "low", "close", "volume")}
@@ -797,9 +952,70 @@ def symbol_frames(bars: pl.DataFrame, strat, params: dict) -> dict[str, dict]:
         for v in view.values():
             v.flags.writeable = False
         view["symbol"] = sym
-        d["targets"] = call_targets(strat, view, params)
+        if strat.form == "targets":
+            d["targets"] = call_targets(strat, view, params)
         out[sym] = d
     return out
+
+
+WEIGHTS_ONLY = (("leverage", "--leverage"), ("rebalance_threshold", "--rebalance-threshold"),
+                ("fractional", "--fractional"))
+
+
+def check_form_options(strat, s: dict) -> None:
+    """Options of the other strategy form are an error (SLICES.md contract 5): ``--leverage``,
+    ``--rebalance-threshold`` and ``--fractional`` apply to weights strategies only; their values
+    are checked (leverage >= 1, threshold in [0, 1)). ValueError, one line."""
+    if strat.form == "targets":
+        for key, opt in WEIGHTS_ONLY:
+            if s.get(key) not in (None, False):
+                raise ValueError(f"{opt} applies to weights (portfolio) strategies only; {strat.label} is a targets "
+                                 "(per-symbol signal) strategy")
+        return
+    lev, thr = s.get("leverage"), s.get("rebalance_threshold")
+    if lev is not None and not (math.isfinite(lev) and lev >= 1):
+        raise ValueError(f"--leverage must be >= 1 (got {lev:g})")
+    if thr is not None and not (math.isfinite(thr) and 0 <= thr < 1):
+        raise ValueError(f"--rebalance-threshold is a fraction of equity in [0, 1) (got {thr:g})")
+
+
+def portfolio_weights(frames: dict[str, dict], symbols: list[str], strat, params: dict, allow_short: bool,
+                      leverage: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The weights form (SLICES.md contract 5) on the session's bars: the panel (read-only (T, N)
+    float64 ``open high low close volume``, NaN where a symbol has no bar; ``timestamp`` (T,)
+    datetime64[us] UTC on the union of the symbols' times; ``symbols`` in ``symbols`` order) goes
+    to :func:`.strategies.call_weights`. As backtest's ``compute_weights``: without
+    ``allow_short`` negative weights become 0 (one warning with the count); a row whose sum of
+    |weights| exceeds ``leverage`` (+1e-9) is a StrategyError naming its time.
+    Returns (times int64 us (T,), weights (T, N) fractions of equity, NaN = no change, warnings)."""
+    times = np.unique(np.concatenate([frames[sym]["timestamp"] for sym in symbols]))
+    panel: dict = {}
+    for col in ("open", "high", "low", "close", "volume"):
+        m = np.full((times.size, len(symbols)), np.nan)
+        for j, sym in enumerate(symbols):
+            f = frames[sym]
+            m[np.searchsorted(times, f["timestamp"]), j] = f[col]
+        m.flags.writeable = False
+        panel[col] = m
+    ts = times.astype("datetime64[us]")
+    ts.flags.writeable = False
+    panel["timestamp"], panel["symbols"] = ts, list(symbols)
+    w = call_weights(strat, panel, params)
+    warnings = []
+    if not allow_short:
+        neg = w < 0
+        if neg.any():
+            warnings.append(f"{strat.label}: {int(neg.sum()):,} negative weight(s) set to 0 (long-only; --allow-short "
+                            "to short)")
+            w[neg] = 0.0
+    gross = np.nansum(np.abs(w), axis=1)
+    over = np.flatnonzero(gross > leverage + 1e-9)
+    if over.size:
+        t = int(over[0])
+        how = "--leverage L allows up to L" if leverage == 1 else f"--leverage {leverage:g}"
+        raise StrategyError(f"{strat.label}: weights row {t} ({fmt_bar_time(ts[t])}): sum of |weights| "
+                            f"{gross[t]:.6g} exceeds {leverage:g} ({how})")
+    return times, w, warnings
 
 
 def store_paths(s: dict) -> dict[str, Path]:
@@ -835,9 +1051,7 @@ def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpac
     limits.check()
     parse_execution(s.get("execution"))
     strat, params = resolve_params(s["strategy"], s["params"])
-    if strat.form != "targets":
-        raise ValueError(f"{strat.label}: live_trade runs per-symbol signal strategies (targets); "
-                         "portfolio weights strategies are not supported yet")
+    check_form_options(strat, s)
     report = LoadReport()
     bars, rep = load_bars(s["symbols"], s["timeframe"], store=s["store"], data=s["data"] or None,
                           start=s["start"], end=s["end"], adjust=s.get("adjust", True),
@@ -853,6 +1067,10 @@ def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpac
     s["symbols"] = sorted(frames)
     s["params"] = params
     dry_run = s["dry_run"]
+    if strat.form == "weights":  # every row checked before the ledger opens: a bad one is a one-line error
+        _, _, warned = portfolio_weights(frames, s["symbols"], strat, params, bool(s["allow_short"]),
+                                         float(s.get("leverage") or 1.0))
+        report.warnings.extend(warned)
     writer = Writer(ledgers_path, synchronous="NORMAL" if s["mode"] == "replay" else "FULL")
     sess = Session(name, ledgers_path, writer, s, limits, strat, params, alpaca, dry_run)
     sess.frames = frames
@@ -885,7 +1103,8 @@ def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpac
                     for sym, f in frames.items():
                         k = int(np.searchsorted(f["timestamp"], last, side="right")) - 1
                         if k >= 0:
-                            sess.last_target[sym] = int(f["targets"][k])
+                            if "targets" in f:
+                                sess.last_target[sym] = int(f["targets"][k])
                             sess.last_close[sym] = float(f["close"][k])
             with writer.transaction() as cur:
                 sess.event("info", "start", f"session {name} started ({'dry run' if dry_run else s['account']}, "
@@ -918,6 +1137,7 @@ def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpac
         if updates_factory is not None and not dry_run:
             updates = updates_factory()
             updates.start()
+            sess.updates = updates
         if bars_factory is not None:
             bar_stream = bars_factory(s["symbols"])
             bar_stream.start()

@@ -24,6 +24,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 ROOT = Path(__file__).resolve().parents[2]
 STRATEGY = str(Path(__file__).parent / "strategies" / "threshold.py")
+WEIGHTS = str(Path(__file__).parent / "strategies" / "fixed_weights.py")
 
 
 @pytest.fixture(autouse=True)
@@ -49,12 +50,12 @@ def fake():
 class Store:
     """A bar store with one symbol's 1m bars, the newest ``age`` minutes before now."""
 
-    def __init__(self, root: Path, symbol: str = "AAA"):
+    def __init__(self, root: Path, symbol: str = "AAA", t0: datetime | None = None):
         self.root, self.symbol = root, symbol
         self.folder = root / "bars" / "1m"
-        self.folder.mkdir(parents=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
         now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-        self.t0 = now - timedelta(minutes=60)
+        self.t0 = t0 or now - timedelta(minutes=60)
         self.closes: list[float] = []
 
     def write(self, closes: list[float]) -> None:
