@@ -4,14 +4,21 @@ sessions (issue 11: no error, p99 under 200 ms).
 The 20 ledgers are written by ``python -m slices.paper_trade run --replay`` on the embedded
 sample (1,259 daily bars each); during the run a writer appends an equity row and a heartbeat to
 two of them every second, as live sessions would, so the monitor's caches are invalidated while it
-is under load. Clients: 5 processes x 10 threads, each a keep-alive HTTP connection cycling over
+is under load. Clients: 5 processes x 10 threads, each a keep-alive HTTP connection cycling, in a
+closed loop with no pause between requests, over
 ``/api/sessions``, ``/api/sessions/paper/<s>``, ``/api/sessions/paper/<s>/equity`` and
 ``/metrics``. Usage::
 
-    python benchmarks/monitor_bench.py [--clients 50] [--seconds 30] [--sessions 20]
+    python benchmarks/monitor_bench.py [--clients 50] [--seconds 30] [--sessions 20] [--replayed DIR]
 
-Prints requests, throughput and latency percentiles per route; exits 1 when a request failed or
-p99 >= 200 ms.
+Prints the machine's load average when the load starts (the machine may be shared: latency
+under load is inflated, so say it), requests, throughput and latency percentiles per route, and
+the server's CPU seconds per 1,000 requests (user + system time of the ``serve`` process from
+``/proc/<pid>/stat`` over the load window, including its alert loop and the writer's cache
+invalidations): a figure far less dependent on how busy the machine is than latency (it still
+grows somewhat with contention: compare runs taken together). The clients' CPU per
+1,000 requests is printed beside it. ``--serve-arg`` passes an option to ``serve`` (e.g.
+``--serve-arg=--cache-ttl=0``) for A/B runs. Exits 1 when a request failed or p99 >= 200 ms.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import http.client
 import multiprocessing as mp
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -67,7 +75,14 @@ def writer(ledgers: Path, stop: threading.Event) -> int:
     return n
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def client_process(port: int, threads: int, seconds: float, sessions: int, seed: int, out) -> None:
+    cpu0 = time.process_time()
     results = []
     lock = threading.Lock()
 
@@ -101,7 +116,7 @@ def client_process(port: int, threads: int, seconds: float, sessions: int, seed:
         t.start()
     for t in ts:
         t.join()
-    out.put(results)
+    out.put((results, time.process_time() - cpu0))
 
 
 def pct(values, q):
@@ -114,18 +129,29 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--replayed", type=Path, default=None,
+                    help="keep the replayed ledgers in this folder and reuse them on the next run (copied per run)")
+    ap.add_argument("--serve-arg", action="append", default=[], help="an extra option for `monitor serve` (repeatable)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ledgers = tmp / "ledgers"
         t0 = time.monotonic()
-        make_sessions(ledgers, a.sessions)
-        print(f"{a.sessions} sessions replayed in {time.monotonic() - t0:.1f} s", flush=True)
+        if a.replayed is not None:
+            if len(list(a.replayed.glob("paper/*.sqlite"))) != a.sessions:
+                shutil.rmtree(a.replayed, ignore_errors=True)
+                make_sessions(a.replayed, a.sessions)
+            shutil.copytree(a.replayed, ledgers)
+        else:
+            make_sessions(ledgers, a.sessions)
+        print(f"{a.sessions} sessions ready in {time.monotonic() - t0:.1f} s", flush=True)
+        (tmp / "store").mkdir()
+        (tmp / "runs").mkdir()
         rules = tmp / "rules.toml"
         rules.write_text("[settings]\ninterval = 5.0\n[channels]\nlog = false\n")
         srv = subprocess.Popen([sys.executable, "-m", "slices.monitor", "serve", "--port", "0", "--ledgers", str(ledgers),
                                 "--db", str(tmp / "m.sqlite"), "--rules", str(rules), "--runs", str(tmp / "runs"),
-                                "--store", str(tmp / "store")], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                                "--store", str(tmp / "store"), *a.serve_arg], cwd=ROOT, stderr=subprocess.PIPE, text=True)
         try:
             line = srv.stderr.readline()
             m = re.search(r"127\.0\.0\.1:(\d+)/", line)
@@ -136,6 +162,8 @@ def main() -> int:
             stop = threading.Event()
             wt = threading.Thread(target=writer, args=(ledgers, stop), daemon=True)
             wt.start()
+            load0 = os.getloadavg()
+            cpu0 = cpu_seconds(srv.pid)
             procs, q = [], mp.Queue()
             per = max(1, a.clients // 5)
             for p in range(5):
@@ -143,11 +171,15 @@ def main() -> int:
                 procs.append(mp.Process(target=client_process, args=(port, n, a.seconds, a.sessions, p, q)))
             for p in procs:
                 p.start()
-            results = []
+            results, client_cpu = [], 0.0
             for _ in procs:
-                results.extend(q.get(timeout=a.seconds + 120))
+                got, used = q.get(timeout=a.seconds + 120)
+                results.extend(got)
+                client_cpu += used
             for p in procs:
                 p.join(timeout=30)
+            server_cpu = cpu_seconds(srv.pid) - cpu0
+            load1 = os.getloadavg()
             stop.set()
             wt.join(timeout=10)
         finally:
@@ -162,6 +194,10 @@ def main() -> int:
     for route in routes + ["all"]:
         v = [r[1] for r in results if route == "all" or r[0] == route]
         print(f"{route:<36} {len(v):>7,} {pct(v, .5):>8.1f} {pct(v, .95):>8.1f} {pct(v, .99):>8.1f} {max(v):>8.1f}")
+    per_k = 1000.0 / max(1, len(results))
+    print(f"server CPU {server_cpu:.2f} s = {server_cpu * per_k * 1000:.1f} ms per 1,000 requests "
+          f"({server_cpu / a.seconds * 100:.0f}% of one core); clients' CPU {client_cpu * per_k * 1000:.1f} ms per 1,000")
+    print(f"load average (1 min) {load0[0]:.2f} at start, {load1[0]:.2f} at the end, on {os.cpu_count()} CPUs")
     p99 = pct(lat, .99)
     ok = errors == 0 and p99 < 200
     print(("PASS" if ok else "FAIL") + f": p99 {p99:.1f} ms (< 200 ms), {errors} errors (0)")

@@ -107,7 +107,8 @@ def cli() -> None:
               help="Seconds between the pages' live updates.")
 @click.option("--no-alerts", is_flag=True, help="Do not evaluate the rules or send alerts in the background.")
 @click.option("--cache-ttl", default=1.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds an API, fragment or /metrics answer is reused for every client (0: never).")
+              help="At most how many seconds an API, fragment or /metrics answer is reused while no "
+                   "ledger changed (a commit shows on the next request; 0: never reuse).")
 @_common
 def serve(port, host, token, refresh, no_alerts, cache_ttl, ledgers, store, runs, db, rules_file, stale_after, debug):
     """Serve the dashboard, the JSON API, /healthz, /readyz and /metrics; evaluate the alert

@@ -6,7 +6,8 @@ blocks its writer (WAL readers take no lock the writer waits for).
 
 * :func:`discover` lists the sessions.
 * :func:`read_summary` reads what the dashboard row, the metrics and the rules need (one short
-  read transaction); :class:`SummaryCache` keeps it until the ledger's files change.
+  read transaction); :class:`SummaryCache` keeps it until the ledger's change token
+  (:func:`signature`) changes.
 * :func:`derive` turns a raw summary into the figures people see (ages, day P&L) at a given time.
 * :func:`session_detail`, :func:`equity_series`, :func:`day_activity` read the rest on demand.
 
@@ -16,9 +17,11 @@ an ``error`` text instead of raising: one bad file never hides the others.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,11 +58,12 @@ def discover(root: Path) -> list[SessionRef]:
     out = []
     for kind in KINDS:
         folder = root / kind
-        if not folder.is_dir():
+        try:
+            with os.scandir(folder) as entries:
+                names = sorted(e.name[:-7] for e in entries if e.name.endswith(".sqlite") and e.is_file())
+        except OSError:  # no such folder (or not one)
             continue
-        for p in sorted(folder.glob("*.sqlite")):
-            if SESSION_RE.match(p.stem) and p.is_file():
-                out.append(SessionRef(kind, p.stem, p))
+        out += [SessionRef(kind, n, folder / f"{n}.sqlite") for n in names if SESSION_RE.match(n)]
     return out
 
 
@@ -162,43 +166,98 @@ def read_summary(ref: SessionRef) -> dict:
     return {**out, "id": ref.id, "kind": ref.kind, "session": ref.name}
 
 
-def _signature(path: Path) -> tuple:
-    sig = []
-    for p in (path, path.with_name(path.name + "-wal")):
+# A file changed this recently (ns) may change again within the file system's timestamp
+# granularity without its (mtime, size) changing: what is read from it is not cached (the
+# "racily clean" rule of git's index), so a cached answer is never older than the files' state.
+RACY_NS = 50_000_000
+
+
+def signature(path: Path) -> tuple:
+    """The change token of a ledger: ``(mtime_ns, size, inode)`` of ``<session>.sqlite`` and of its
+    ``-wal`` file (None for a missing or empty file: a reader may leave an empty WAL behind, and
+    an empty WAL holds nothing). Every commit grows or rewrites the WAL and every
+    checkpoint rewrites the database file, so a commit changes the token (see :data:`RACY_NS`)."""
+    sig, name = [], os.fspath(path)
+    for p in (name, name + "-wal"):
         try:
-            st = p.stat()
-            sig.append((st.st_mtime_ns, st.st_size))
+            st = os.stat(p)
         except OSError:
-            sig.append(None)
+            st = None
+        sig.append((st.st_mtime_ns, st.st_size, st.st_ino) if st is not None and st.st_size else None)
     return tuple(sig)
 
 
+_listings: dict[str, tuple[tuple, list[tuple[str, str]]]] = {}
+
+
+def root_token(root: Path) -> tuple:
+    """A change token of every ledger under ``root``, from file metadata only: ``(mtime_ns,
+    inode)`` of the ``paper/`` and ``live/`` folders and ``(name, mtime_ns, size, inode)`` of each
+    non-empty ``*.sqlite-wal``. In WAL mode every commit writes the WAL, and creating, removing or
+    renaming a ledger, its WAL or a rollback journal changes the folder, so any change to what
+    a reader sees changes the token (within the file system's timestamp granularity, see
+    :data:`RACY_NS`). The folder listings are kept until their folder changes."""
+    out = []
+    for kind in KINDS:
+        folder = os.path.join(root, kind)
+        try:
+            st = os.stat(folder)
+        except OSError:
+            continue
+        stamp = (st.st_mtime_ns, st.st_ino)
+        hit = _listings.get(folder)
+        if hit is None or hit[0] != stamp:
+            try:
+                with os.scandir(folder) as entries:
+                    names = sorted(e.name for e in entries if e.name.endswith(".sqlite"))
+            except OSError:
+                continue
+            hit = _listings[folder] = (stamp, [(n, os.path.join(folder, n + "-wal")) for n in names])
+        out.append((kind, *stamp))
+        for name, wal in hit[1]:
+            try:
+                st = os.stat(wal)
+            except OSError:
+                continue
+            if st.st_size:  # as signature(): an empty WAL holds nothing
+                out.append((name, st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+def settled(sig: tuple, now_ns: int) -> bool:
+    """True when no file of the token ``sig`` (:func:`signature`) changed within :data:`RACY_NS`
+    of ``now_ns`` (``time.time_ns()``), so data read after ``now_ns`` may be cached under it."""
+    return all(part is None or part[0] < now_ns - RACY_NS for part in sig)
+
+
 class SummaryCache:
-    """Raw summaries of every session under a ledger root, re-read only when a ledger's file or
-    its WAL changed (mtime and size), so many dashboard clients cost one read per change.
-    Thread-safe."""
+    """Raw summaries of every session under a ledger root, re-read only when a ledger's token
+    (:func:`signature`) changed, so many dashboard clients cost one read per commit. A summary
+    read within :data:`RACY_NS` of a change is not kept. Thread-safe."""
 
     def __init__(self, root: Path):
         self.root = root
         self._lock = threading.Lock()
         self._cache: dict[Path, tuple[tuple, dict]] = {}
 
+    def summary(self, ref: SessionRef) -> dict:
+        """The raw summary (:func:`read_summary`) of one session, from the cache when its ledger's
+        token is unchanged."""
+        now_ns, sig = time.time_ns(), signature(ref.path)
+        with self._lock:
+            hit = self._cache.get(ref.path)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+        summary = read_summary(ref)
+        if "error" not in summary and settled(sig, now_ns):
+            with self._lock:
+                self._cache[ref.path] = (sig, summary)
+        return summary
+
     def summaries(self) -> list[dict]:
         """Raw summaries (:func:`read_summary`) of :func:`discover` ``(root)``, in its order."""
         refs = discover(self.root)
-        out = []
-        for ref in refs:
-            sig = _signature(ref.path)
-            with self._lock:
-                hit = self._cache.get(ref.path)
-            if hit is not None and hit[0] == sig:
-                out.append(hit[1])
-                continue
-            summary = read_summary(ref)
-            if "error" not in summary:
-                with self._lock:
-                    self._cache[ref.path] = (sig, summary)
-            out.append(summary)
+        out = [self.summary(ref) for ref in refs]
         live = {r.path for r in refs}
         with self._lock:
             for p in [p for p in self._cache if p not in live]:
@@ -263,37 +322,44 @@ def _downsample(rows: list[dict], max_points: int) -> list[dict]:
     return picked + [rows[-1]]
 
 
-_equity_lock = threading.Lock()
-_equity_cache: dict[tuple[Path, int], tuple[tuple, dict]] = {}
+_reads_lock = threading.Lock()
+_reads: dict[tuple, tuple[tuple, dict]] = {}
+
+
+def _read_cached(ref: SessionRef, key: tuple, fn) -> dict:
+    """:func:`_read` ``(ref, fn)``, kept under ``(ref.path, *key)`` until the ledger's token
+    (:func:`signature`) changes; read failures and reads within :data:`RACY_NS` of a change are
+    not kept. The same answer object is returned to every caller: do not mutate it."""
+    key, now_ns, sig = (ref.path, *key), time.time_ns(), signature(ref.path)
+    with _reads_lock:
+        hit = _reads.get(key)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    out = _read(ref, fn)
+    if "error" not in out and settled(sig, now_ns):
+        with _reads_lock:
+            if len(_reads) > 1000:
+                _reads.clear()
+            _reads[key] = (sig, out)
+    return out
 
 
 def equity_series(ref: SessionRef, max_points: int = 2000) -> dict:
     """``{"points": [{time, equity, drawdown, cash, gross_exposure}], "rows": n}`` oldest first,
     downsampled to ``max_points`` (the newest row always kept); ``{"error"}`` on a read failure.
-    Kept until the ledger's files change (the same answer object is returned: do not mutate it)."""
-    key, sig = (ref.path, max_points), _signature(ref.path)
-    with _equity_lock:
-        hit = _equity_cache.get(key)
-    if hit is not None and hit[0] == sig:
-        return hit[1]
-
+    Kept until the ledger changes (:func:`_read_cached`: do not mutate the answer)."""
     def q(conn):
         rows = [dict(r) for r in conn.execute(
             "SELECT time, equity, drawdown, cash, gross_exposure FROM equity ORDER BY time")]
         return {"rows": len(rows), "points": _downsample(rows, max_points)}
-    out = _read(ref, q)
-    if "error" not in out:
-        with _equity_lock:
-            if len(_equity_cache) > 1000:
-                _equity_cache.clear()
-            _equity_cache[key] = (sig, out)
-    return out
+    return _read_cached(ref, ("equity", max_points), q)
 
 
 def session_detail(ref: SessionRef, limit: int = 50) -> dict:
     """Positions (every symbol with qty != 0, with ``mark_price`` and ``unrealized`` when the ledger
     has a mark), open orders, the newest ``limit`` fills and events (newest first) and the
-    run settings. ``{"error"}`` on a read failure."""
+    run settings. ``{"error"}`` on a read failure. Kept until the ledger changes
+    (:func:`_read_cached`: do not mutate the answer)."""
     def q(conn):
         pcols = {r[1] for r in conn.execute("PRAGMA table_info(positions)")}
         positions = []
@@ -316,7 +382,7 @@ def session_detail(ref: SessionRef, limit: int = 50) -> dict:
         settings = conn.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
         return {"positions": positions, "open_orders": orders, "fills": fills, "events": events,
                 "settings": _json(settings[0] if settings else None, {})}
-    return _read(ref, q)
+    return _read_cached(ref, ("detail", limit), q)
 
 
 def day_activity(ref: SessionRef, day: str) -> dict:

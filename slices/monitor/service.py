@@ -7,6 +7,7 @@ injectable (``clock``), so every time-dependent answer can be tested at a fixed 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -59,14 +60,27 @@ class Monitor:
         return [L.derive(raw, now, self.stale_after) for raw in self._cache.summaries()]
 
     def session(self, kind: str, name: str, now: datetime | None = None) -> dict | None:
-        """The derived summary of one session, or None when it has no ledger."""
+        """The derived summary of one session, or None when it has no ledger (reads only that
+        ledger)."""
         ref = L.find(self.ledgers, kind, name)
         if ref is None:
             return None
-        for s in self.sessions(now):
-            if s["id"] == ref.id:
-                return s
-        return None
+        return L.derive(self._cache.summary(ref), now or self.clock(), self.stale_after)
+
+    def change_token(self, kind: str | None = None, name: str | None = None) -> tuple:
+        """A cheap token (file metadata only, no read) that changes whenever what the API shows
+        may change: with ``kind``/``name`` that session's ledger (:func:`slices.monitor.ledgers.signature`),
+        else every ledger under the root (:func:`slices.monitor.ledgers.root_token`); both with the
+        monitor's own database (acknowledgements, alert state). A session's token ends with
+        :func:`slices.monitor.ledgers.settled`, so an answer computed just after a commit is
+        computed again once that commit is :data:`slices.monitor.ledgers.RACY_NS` old."""
+        db = L.signature(self.alerts.path)  # (opened first: creating it is no change)
+        if kind is None:
+            return L.root_token(self.ledgers), db
+        if kind not in L.KINDS or not L.SESSION_RE.match(name or ""):
+            return None, db
+        sig = L.signature(self.ledgers / kind / f"{name}.sqlite")
+        return sig, db, L.settled(sig, time.time_ns())
 
     def store_status(self, now: datetime | None = None) -> dict:
         """:func:`slices.monitor.store.store_status` of the store root."""

@@ -21,6 +21,7 @@ import hmac
 import json
 import math
 import sys
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -46,6 +47,9 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 # still load nothing from and send nothing to any other host.
 REPORT_CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
               "img-src data: blob:; font-src data:; connect-src 'none'; frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"), (b"content-security-policy", CSP.encode()),
+                    (b"cache-control", b"no-store"))
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 PUBLIC_PATHS = {"/healthz", "/login"}
 SUMMARY_DROP = ("event_times", "critical", "last")
@@ -74,43 +78,70 @@ class JSON(JSONResponse):
 
 
 class ResponseCache:
-    """ASGI middleware: GET answers of ``/api/``, ``/fragments/`` and ``/metrics`` kept for ``ttl``
-    seconds per path and query (``serve`` uses 1 s, so 50 dashboards cost one read per second
-    and route). Only 200 answers are kept; ``ttl`` 0 disables it."""
+    """ASGI middleware: GET answers (status 200) of ``/api/``, ``/fragments/`` and ``/metrics`` kept
+    as the messages sent, per path and query, and sent again without running the app while
+    ``token(path)`` is unchanged and for at most ``ttl`` seconds.
+
+    ``token`` (:meth:`slices.monitor.service.Monitor.change_token` through :func:`create_app`)
+    reads only file metadata, so a committed bar, status change or acknowledgement is seen by
+    the next request; ``ttl`` bounds how old time-derived figures (heartbeat ages, ``time``) and
+    answers without a token (runs, store) may be. Paths for which ``timeless(path)`` is true
+    (the equity series: nothing in it depends on the clock) are kept until their token changes,
+    whatever the ttl (their token says whether the ledger has settled, so an answer computed
+    just after a commit is not kept for long). At most ``MAX_ENTRIES`` answers are kept.
+    Concurrent requests for a key being computed wait for that one computation (no stampede
+    when an answer expires under load). ``ttl`` 0 disables the cache. Runs on the event loop only (not thread-safe by design)."""
 
     PREFIXES = ("/api/", "/fragments/", "/metrics")
+    MAX_ENTRIES = 500
 
-    def __init__(self, app, ttl: float):
-        import threading
+    def __init__(self, app, ttl: float, token=None, timeless=None):
+        self.app, self.ttl = app, ttl
+        self.token = token or (lambda path: None)
+        self.timeless = timeless or (lambda path: False)
+        self._store: dict[tuple, tuple[float, object, list]] = {}
+        self._pending: dict[tuple, tuple[object, asyncio.Future]] = {}
 
-        self.app, self.ttl, self._store, self._lock = app, ttl, {}, threading.Lock()
+    @staticmethod
+    async def _replay(messages, send):
+        for message in messages:
+            await send(message)
 
     async def __call__(self, scope, receive, send):
-        import time
-
         if (self.ttl <= 0 or scope["type"] != "http" or scope["method"] != "GET"
                 or not scope["path"].startswith(self.PREFIXES)):
             return await self.app(scope, receive, send)
         key = (scope["path"], scope.get("query_string", b""))
+        token = self.token(scope["path"])
         now = time.monotonic()
-        with self._lock:
-            hit = self._store.get(key)
-        if hit is not None and now - hit[0] < self.ttl:
-            for message in hit[1]:
-                await send(message)
-            return
-        messages = []
+        hit = self._store.get(key)
+        if hit is not None and hit[1] == token and (now - hit[0] < self.ttl or self.timeless(scope["path"])):
+            return await self._replay(hit[2], send)
+        pending = self._pending.get(key)
+        if pending is not None and pending[0] == token:
+            messages = await asyncio.shield(pending[1])
+            if messages is not None:
+                return await self._replay(messages, send)
+            return await self.app(scope, receive, send)
+        done = asyncio.get_running_loop().create_future()
+        self._pending[key] = (token, done)
+        messages, keep = [], False
 
         async def capture(message):
             messages.append(message)
-            await send(message)
 
-        await self.app(scope, receive, capture)
-        if messages and messages[0].get("status") == 200 and all(not m.get("more_body") for m in messages[1:]):
-            with self._lock:
-                if len(self._store) > 10_000:
-                    self._store.clear()
-                self._store[key] = (now, messages)
+        try:
+            await self.app(scope, receive, capture)
+            keep = bool(messages) and messages[0].get("status") == 200 and not any(m.get("more_body") for m in messages[1:])
+        finally:
+            done.set_result(messages if keep else None)
+            if self._pending.get(key, (None, None))[1] is done:
+                del self._pending[key]
+        if keep:
+            if len(self._store) >= self.MAX_ENTRIES:
+                self._store.clear()
+            self._store[key] = (now, token, messages)
+        await self._replay(messages, send)
 
 
 def public_summary(s: dict, acked: set | None = None) -> dict:
@@ -169,10 +200,7 @@ class Guard:
             if message["type"] == "http.response.start":
                 hdrs = list(message.get("headers", []))
                 names = {k.lower() for k, _ in hdrs}
-                extra = {b"x-content-type-options": b"nosniff", b"referrer-policy": b"no-referrer",
-                         b"x-frame-options": b"DENY", b"content-security-policy": CSP.encode(),
-                         b"cache-control": b"no-store"}
-                hdrs += [(k, v) for k, v in extra.items() if k not in names]
+                hdrs += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
                 message = {**message, "headers": hdrs}
             await send(message)
 
@@ -184,8 +212,9 @@ def create_app(monitor: Monitor, token: str | None = None, hosts: set[str] | Non
     """The application over ``monitor``. ``hosts``: allowed Host names (None: any, used only when
     a token protects a non-loopback bind); ``refresh``: seconds between the pages' polls;
     ``evaluate_alerts``: run the rules every ``settings.interval`` seconds in the background and
-    send alerts (``serve`` does; tests of the pages do not); ``cache_ttl``: seconds a GET answer
-    of the API, fragments and metrics is reused (:class:`ResponseCache`; 0: never)."""
+    send alerts (``serve`` does; tests of the pages do not); ``cache_ttl``: at most how many
+    seconds a GET answer of the API, fragments and metrics is reused while the ledgers and the
+    monitor's database are unchanged (:class:`ResponseCache`; 0: never)."""
 
     def not_found(what: str):
         return JSON({"error": f"no such {what}"}, status_code=404)
@@ -220,7 +249,7 @@ def create_app(monitor: Monitor, token: str | None = None, hosts: set[str] | Non
         return JSON({"session": public_summary(s, monitor.alerts.acked()), **d})
 
     def api_equity(request):
-        ref, s = get_session(request)
+        ref = L.find(monitor.ledgers, request.path_params["kind"], request.path_params["name"])
         if ref is None:
             return not_found("session")
         return JSON(L.equity_series(ref, _int(request, "max_points", 2000, 2, 100_000)))
@@ -340,7 +369,16 @@ def create_app(monitor: Monitor, token: str | None = None, hosts: set[str] | Non
         Mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    return Guard(ResponseCache(app, cache_ttl), token, hosts or set())
+
+    def change_token(path: str) -> tuple:
+        """:meth:`Monitor.change_token` of the session a path names, else of every ledger."""
+        parts = path.split("/")  # /api/sessions/<kind>/<name>[/equity], /fragments/sessions/<kind>/<name>
+        if len(parts) >= 5 and parts[2] == "sessions":
+            return monitor.change_token(parts[3], parts[4])
+        return monitor.change_token()
+
+    return Guard(ResponseCache(app, cache_ttl, change_token, timeless=lambda path: path.endswith("/equity")),
+                 token, hosts or set())
 
 
 def _int(request: Request, name: str, default: int, lo: int, hi: int) -> int:

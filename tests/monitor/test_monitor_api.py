@@ -254,14 +254,3 @@ def test_grafana_dashboard_charts_only_exported_metrics(client):
     text = client.get("/metrics").text
     exported = set(re.findall(r"^# TYPE (\S+)", text, flags=re.M)) | set(re.findall(r"^(gpt_trader_[a-z_]+)", text, flags=re.M))
     assert used and used <= exported, used - exported
-
-
-def test_response_cache_reuses_answers_within_its_ttl(tmp_path, ledgers, mon):
-    with TestClient(create_app(mon, hosts=LOCAL, cache_ttl=3600), base_url="http://127.0.0.1") as c:
-        first = c.get("/api/sessions/paper/ok/equity").json()
-        append_equity(ledgers / "paper" / "ok.sqlite", NOW, 102_000.0)
-        assert c.get("/api/sessions/paper/ok/equity").json() == first  # within the TTL: the same answer
-        assert c.get("/api/sessions/paper/ok/equity?max_points=10").json()["rows"] == 4  # another key
-        assert c.get("/api/sessions/paper/ok/equity").headers["content-security-policy"]  # headers still added
-    with TestClient(create_app(mon, hosts=LOCAL), base_url="http://127.0.0.1") as c:
-        assert c.get("/api/sessions/paper/ok/equity").json()["rows"] == 4
