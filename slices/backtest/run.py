@@ -186,7 +186,7 @@ def _trades_frame(res: Result, panel: Panel) -> pl.DataFrame:
         "exit_reason": [x["exit_reason"] for x in t],
         "is_open": [bool(x["is_open"]) for x in t],
     })
-    return df.with_columns(pl.col("entry_time", "exit_time").dt.replace_time_zone("UTC")).cast(schema).sort("entry_time", "symbol")
+    return df.with_columns(pl.col("entry_time", "exit_time").dt.replace_time_zone("UTC")).cast(schema).sort("entry_time", "symbol", maintain_order=True)
 
 
 def default_out_dir(strategy: str) -> Path:
