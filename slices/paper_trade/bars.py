@@ -143,10 +143,11 @@ def _symbols_in(root: Path, timeframe: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- reading (rules 1-8)
-def read_file(path: Path) -> pl.DataFrame:
+def read_file(path: Path, small: bool = False) -> pl.DataFrame:
     """Read one contract-2 file: ``.csv``/``.txt`` as comma-separated text with a header (every
     column as text, converted later), ``.parquet``/``.pq`` as Parquet. Raises DataError for a
-    missing, unreadable or other file."""
+    missing, unreadable or other file. ``small``: a Parquet file is read on this thread only
+    (polars' thread pool costs more than it saves on a small file, above all on a busy machine)."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".txt", ".parquet", ".pq"):
         raise DataError(f"{path}: unsupported file type {suffix or '(none)'!r} (use .csv, .txt, .parquet or .pq)")
@@ -154,7 +155,7 @@ def read_file(path: Path) -> pl.DataFrame:
         raise DataError(f"{path}: no such file")
     try:
         if suffix in (".parquet", ".pq"):
-            return pl.read_parquet(path)
+            return pl.read_parquet(path, parallel="none") if small else pl.read_parquet(path)
         return pl.read_csv(path, infer_schema=False)
     except Exception as exc:  # polars raises many types for unreadable files
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

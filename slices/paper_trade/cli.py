@@ -87,6 +87,7 @@ _RUN_SETTINGS = {  # click parameter name -> settings key
     "allow_short": "allow_short", "whole_shares": "whole_shares", "sizing": "sizing", "fraction": "fraction",
     "stop_loss_atr": "stop_loss_atr", "take_profit_atr": "take_profit_atr", "atr_window": "atr_window",
     "max_position_pct": "max_position_pct", "max_drawdown": "max_drawdown", "max_volume_pct": "max_volume_pct",
+    "leverage": "leverage", "rebalance_threshold": "rebalance_threshold",
 }
 
 
@@ -142,6 +143,10 @@ def _setting(name: str, value):
 @click.option("--max-position-pct", default=100.0, show_default=True, type=float, help="Max position value, percent of equity.")
 @click.option("--max-drawdown", default=None, type=float, help="Halt: close all and stop trading at this drawdown (fraction, e.g. 0.25).")
 @click.option("--max-volume-pct", default=None, type=float, help="A fill takes at most this percent of the bar's volume; the rest stays open.")
+@click.option("--leverage", default=1.0, show_default=True, type=float,
+              help="Weights strategies: max sum of |weights| per row; buys may borrow up to (L-1) x equity.")
+@click.option("--rebalance-threshold", default=0.0, show_default=True, type=float,
+              help="Weights strategies: skip trades smaller than this fraction of equity.")
 @_ledgers_opt
 @click.option("--force-new", is_flag=True, help="Start the session again from scratch (its ledger is emptied).")
 @click.option("--exit-after-idle", default=None, type=float, help="--follow: stop after this many seconds without a new bar.")
@@ -278,7 +283,11 @@ def _status_text(d: dict) -> str:
         lines.append(f"    order {o['id']}  {o['side']} {_num(o['qty'] - o['filled_qty'])} {o['type']}"
                      f"{' @ ' + _num(px) if px else ''}  ({o['reason']})")
     for p in d["pending_signals"]:
-        lines.append(f"    pending {p['symbol']} target {p['target']:+d} from {_when(p['signal_time'])}: enters at its next open")
+        if "weight" in p:
+            lines.append(f"    pending {p['symbol']} weight {p['weight']:.4g} from {_when(p['signal_time'])}: "
+                         "rebalanced at its next open")
+        else:
+            lines.append(f"    pending {p['symbol']} target {p['target']:+d} from {_when(p['signal_time'])}: enters at its next open")
     return "\n".join(lines)
 
 

@@ -28,6 +28,21 @@ Rules (the backtest slice's, reproduced exactly; slices/paper_trade/README.md):
 * Max-drawdown halt: when the drawdown at a close reaches -``max_drawdown``, every working order
   is canceled and every position gets a market order (reason ``halt``) filled at the next bar's
   open (at the last close for a symbol without a bar then); then nothing more is traded.
+
+Portfolio weights (the ``weights`` form of SLICES.md contract 5; the backtest's
+``simulate_weights`` rules, reproduced exactly):
+
+* Row t of the weights (decided on t's close) is the target fraction of equity per symbol; NaN
+  means no change. At t's close each non-NaN weight becomes the symbol's pending target,
+  replacing an older one; it is traded at the symbol's next bar's open (a symbol without a bar
+  then keeps it pending until its next bar).
+* At that open the equity E is cash + positions marked at the open (the last close for symbols
+  without a bar), floored at 0; the wanted quantity is w x E / open (whole shares: rounded toward
+  zero); trades smaller than ``rebalance_threshold`` x E are skipped. Sells first (market orders,
+  reason ``rebalance``, filled at open x (1 - slippage)), then buys (open x (1 + slippage)); when
+  the buys and their commission cost more than the buying power cash + (leverage - 1) x E, every
+  buy of that bar is scaled down by the same factor (whole shares: then rounded down).
+* The max-drawdown halt is the same as for signals.
 """
 from __future__ import annotations
 
@@ -38,7 +53,7 @@ import numpy as np
 
 from .broker import Broker
 from .ledger import iso
-from .strategies import atr, call_targets
+from .strategies import StrategyError, atr, call_targets, call_weights, fmt_bar_time
 
 SIZINGS = ("equal-weight", "fixed-fraction", "atr-risk")
 DEFAULT_FRACTION = {"equal-weight": None, "fixed-fraction": 0.10, "atr-risk": 0.01}
@@ -64,6 +79,8 @@ class Config:
     max_position_pct: float = 100.0
     max_drawdown: float | None = None
     max_volume_pct: float | None = None
+    leverage: float = 1.0
+    rebalance_threshold: float = 0.0
 
     def check(self) -> None:
         """Raise ValueError naming the first invalid setting."""
@@ -88,16 +105,44 @@ class Config:
             raise ValueError(f"--atr-window must be >= 1 (got {self.atr_window})")
         if self.max_volume_pct is not None and not 0 < self.max_volume_pct <= 100:
             raise ValueError(f"--max-volume-pct must be in (0, 100] (got {self.max_volume_pct})")
+        if not (1 <= self.leverage and math.isfinite(self.leverage)):
+            raise ValueError(f"--leverage must be a finite number >= 1 (got {self.leverage})")
+        if not 0 <= self.rebalance_threshold < 1:
+            raise ValueError(f"--rebalance-threshold is a fraction of equity in [0, 1) (got {self.rebalance_threshold})")
+
+    def check_form(self, form: str, label: str) -> None:
+        """Raise ValueError when an option of the other strategy form is set (the backtest's rule
+        and message): sizing options, stops, ``--max-position-pct`` and (this slice's own)
+        ``--max-volume-pct`` belong to the ``targets`` form, ``leverage`` and
+        ``rebalance_threshold`` to ``weights``."""
+        if form == "weights":
+            given = [name for name, v, default in (
+                ("--sizing", self.sizing, "equal-weight"), ("--fraction", self.fraction, None),
+                ("--stop-loss-atr", self.stop_loss_atr, None), ("--take-profit-atr", self.take_profit_atr, None),
+                ("--max-position-pct", self.max_position_pct, 100.0), ("--max-volume-pct", self.max_volume_pct, None))
+                if v != default]
+        else:
+            given = [name for name, v, default in (("--leverage", self.leverage, 1.0),
+                                                   ("--rebalance-threshold", self.rebalance_threshold, 0.0)) if v != default]
+        if given:
+            other = "targets (per-symbol signal)" if form == "weights" else "weights (portfolio)"
+            raise ValueError(f"{given[0]} applies to {other} strategies only; {label} is a {form} strategy")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def needs_atr(self) -> bool:
+        """Whether the ATR is used (stops, targets or atr-risk sizing); without it none is computed."""
+        return bool(self.stop_loss_atr or self.take_profit_atr or self.sizing == "atr-risk")
 
 
 @dataclass
 class Panel:
     """Bars on the union of the symbols' timestamps: ``times`` (T,) int64 microseconds (UTC);
     ``open high low close volume`` (T, N) float64, NaN where a symbol has no bar; ``targets``
-    (T, N) int8 and ``atr`` (T, N) float64 on each symbol's own bars."""
+    (T, N) int8 and ``atr`` (T, N) float64 on each symbol's own bars; for a weights strategy
+    ``weights`` (T, N) float64 (fractions of equity, NaN = no change; :func:`compute_weights`)."""
 
     symbols: list[str]
     times: np.ndarray
@@ -108,28 +153,81 @@ class Panel:
     volume: np.ndarray
     targets: np.ndarray = field(default=None)
     atr: np.ndarray = field(default=None)
+    weights: np.ndarray | None = None
+
+    def as_dict(self) -> dict:
+        """The panel as a weights strategy receives it (SLICES.md contract 5): read-only (T, N)
+        float64 ``open high low close volume`` (NaN where a symbol has no bar), ``timestamp`` (T,)
+        datetime64[us] (UTC) and ``symbols`` (list of N str)."""
+        out = {k: getattr(self, k).view() for k in ("open", "high", "low", "close", "volume")}
+        out["timestamp"] = self.times.astype("datetime64[us]")
+        for v in out.values():
+            v.flags.writeable = False
+        return out | {"symbols": list(self.symbols)}
+
+
+def compute_weights(panel: Panel, strat, params: dict, allow_short: bool, leverage: float) -> tuple[np.ndarray, list[str]]:
+    """Weights (T, N) float64 of a weights strategy on ``panel`` (:func:`.strategies.call_weights`),
+    NaN = no change; the backtest's rules: without ``allow_short`` negative weights become 0 (one
+    warning with the count); a row whose sum of |weights| exceeds ``leverage`` (+1e-9) is a
+    StrategyError naming its time. Returns (weights, warnings)."""
+    w = call_weights(strat, panel.as_dict(), params)
+    warnings = []
+    if not allow_short:
+        neg = w < 0
+        if neg.any():
+            warnings.append(f"{strat.label}: {int(neg.sum()):,} negative weight(s) set to 0 (long-only; --allow-short to short)")
+            w[neg] = 0.0
+    gross = np.nansum(np.abs(w), axis=1)
+    over = np.flatnonzero(gross > leverage + 1e-9)
+    if over.size:
+        t = int(over[0])
+        how = "--leverage L allows up to L" if leverage == 1 else f"--leverage {leverage:g}"
+        raise StrategyError(f"{strat.label}: weights row {t} ({fmt_bar_time(np.datetime64(int(panel.times[t]), 'us'))}): "
+                            f"sum of |weights| {gross[t]:.6g} exceeds {leverage:g} ({how})")
+    return w, warnings
 
 
 def build_panel(frames: dict[str, dict], symbols: list[str]) -> Panel:
-    """Align per-symbol bars ``{SYMBOL: {"timestamp": int64 us (T_s,), "open".., "targets", "atr"}}``
-    on the union of their timestamps (symbols in the given order)."""
+    """Align per-symbol bars ``{SYMBOL: {"timestamp": int64 us (T_s,), "open".., ["targets", "atr"]}}``
+    on the union of their timestamps (symbols in the given order); ``targets`` 0 and ``atr`` NaN
+    where a frame has none (a weights strategy)."""
     times = np.unique(np.concatenate([frames[s]["timestamp"] for s in symbols])) if symbols else np.zeros(0, np.int64)
     T, N = times.size, len(symbols)
     mats = {k: np.full((T, N), np.nan) for k in ("open", "high", "low", "close", "volume", "atr")}
     targets = np.zeros((T, N), dtype=np.int8)
+    panel = Panel(symbols, times, mats["open"], mats["high"], mats["low"], mats["close"], mats["volume"], targets, mats["atr"])
     for j, s in enumerate(symbols):
-        f = frames[s]
-        rows = np.searchsorted(times, f["timestamp"])
-        for k in mats:
-            mats[k][rows, j] = f[k]
-        targets[rows, j] = f["targets"]
-    return Panel(symbols, times, mats["open"], mats["high"], mats["low"], mats["close"], mats["volume"], targets, mats["atr"])
+        put_column(panel, j, frames[s])
+    return panel
 
 
-def symbol_signals(strat, params: dict, sym: str, bars: dict, allow_short: bool, atr_window: int) -> dict:
+def extend_panel(panel: Panel, times: np.ndarray) -> None:
+    """Append timeline rows ``times`` (int64 us, sorted, all after the panel's last time) to
+    ``panel`` in place: NaN bars, targets 0, ATR NaN (weights are recomputed by the caller)."""
+    n, N = times.size, len(panel.symbols)
+    panel.times = np.concatenate([panel.times, times])
+    for k in ("open", "high", "low", "close", "volume", "atr"):
+        setattr(panel, k, np.concatenate([getattr(panel, k), np.full((n, N), np.nan)]))
+    panel.targets = np.concatenate([panel.targets, np.zeros((n, N), dtype=np.int8)])
+
+
+def put_column(panel: Panel, j: int, f: dict, first: int = 0) -> None:
+    """Write symbol ``j``'s bars ``f`` (as :func:`build_panel` takes them) from its row ``first``
+    on into its panel column; every timestamp of ``f`` must be on the panel's timeline."""
+    rows = np.searchsorted(panel.times, f["timestamp"][first:])
+    for k in ("open", "high", "low", "close", "volume", "atr"):
+        if k in f:
+            getattr(panel, k)[rows, j] = f[k][first:]
+    if "targets" in f:
+        panel.targets[rows, j] = f["targets"][first:]
+
+
+def symbol_signals(strat, params: dict, sym: str, bars: dict, allow_short: bool, atr_window: int | None) -> dict:
     """One symbol's bars (numpy arrays ``timestamp`` int64 us, ``open high low close volume``)
-    plus ``targets`` (int8, shorts flattened unless ``allow_short``) and ``atr`` (Wilder, price
-    units), computed on the symbol's own bars (contract 5 signal form)."""
+    plus ``targets`` (int8, shorts flattened unless ``allow_short``) and ``atr`` (Wilder over
+    ``atr_window`` bars, price units; all NaN when ``atr_window`` is None: not needed), computed
+    on the symbol's own bars (contract 5 signal form)."""
     view = {k: bars[k] for k in ("open", "high", "low", "close", "volume")}
     view["timestamp"] = bars["timestamp"].astype("datetime64[us]")
     for v in view.values():
@@ -140,19 +238,22 @@ def symbol_signals(strat, params: dict, sym: str, bars: dict, allow_short: bool,
         tgt = np.maximum(tgt, 0).astype(np.int8)
     out = dict(bars)
     out["targets"] = tgt
-    out["atr"] = atr(bars["high"], bars["low"], bars["close"], atr_window)
+    out["atr"] = (atr(bars["high"], bars["low"], bars["close"], atr_window) if atr_window is not None
+                  else np.full(tgt.size, np.nan))
     return out
 
 
 class Engine:
     """The session's trading logic over a :class:`Panel` (see the module docstring).
 
-    ``session`` names order ids ``<session>-<SYMBOL>-<YYYYMMDDTHHMMSS>-<n>``. After each
-    :meth:`step`, :meth:`drain` returns what changed for the ledger.
+    ``session`` names order ids ``<session>-<SYMBOL>-<YYYYMMDDTHHMMSS>-<n>``; ``form`` is the
+    strategy's form (``targets``: :attr:`Panel.targets` drive it; ``weights``: :attr:`Panel.weights`).
+    After each :meth:`step`, :meth:`drain` returns what changed for the ledger.
     """
 
-    def __init__(self, session: str, symbols: list[str], cfg: Config):
+    def __init__(self, session: str, symbols: list[str], cfg: Config, form: str = "targets"):
         self.session = session
+        self.form = form
         self.symbols = list(symbols)
         self.N = len(symbols)
         self.cfg = cfg
@@ -164,6 +265,7 @@ class Engine:
         self.halted = False
         self.halt_pending = False
         self.pending: dict[int, dict] = {}  # symbol index -> signal awaiting the symbol's next open
+        self.wpending: dict[int, list] = {}  # weights form: symbol index -> [weight, weight row time us]
         self.legs: dict[int, list[str]] = {}  # symbol index -> bracket leg ids
         self.last_time: int | None = None
         self.events: list[tuple[str, str, str, dict]] = []
@@ -178,6 +280,7 @@ class Engine:
             "peak": None if self.peak == -math.inf else self.peak, "halted": self.halted,
             "halt_pending": self.halt_pending, "pending": {str(j): p for j, p in self.pending.items()},
             "legs": {str(j): v for j, v in self.legs.items()}, "last_time": self.last_time, "skipped": self.skipped,
+            "wpending": {str(j): v for j, v in self.wpending.items()},
         }
 
     def restore(self, st: dict) -> None:
@@ -191,6 +294,7 @@ class Engine:
         self.pending = {int(j): p for j, p in st["pending"].items()}
         self.legs = {int(j): v for j, v in st["legs"].items()}
         self.last_time, self.skipped = st["last_time"], st.get("skipped", 0)
+        self.wpending = {int(j): v for j, v in st.get("wpending", {}).items()}
 
     @property
     def trading_state(self) -> str:
@@ -223,6 +327,9 @@ class Engine:
         br.new_bar()
         if self.halt_pending:
             self._fill_halt(o, has, ts)
+        elif self.form == "weights":
+            if not self.halted:
+                self._rebalance(o, has, ts)
         elif not self.halted:
             if any(x["time_in_force"] == "day" for x in br.orders.values()):
                 day = ts[:10]
@@ -250,10 +357,56 @@ class Engine:
         if cfg.max_drawdown is not None and not (self.halted or self.halt_pending) and dd <= -cfg.max_drawdown:
             self._start_halt(t_us, ts, dd)
         elif not (self.halted or self.halt_pending):
-            self._signals(p, b, t_us, ts, has)
+            if self.form == "weights":
+                for j in np.flatnonzero(~np.isnan(p.weights[b])).tolist():
+                    self.wpending[j] = [float(p.weights[b, j]), t_us]
+            else:
+                self._signals(p, b, t_us, ts, has)
         self.last_time = t_us
         return {"time": ts, "cash": float(br.cash), "equity": float(equity), "gross_exposure": float(gross),
                 "drawdown": float(dd), "benchmark": float(bench)}
+
+    def _rebalance(self, o, has, ts: str) -> None:
+        """Weights form: trade every symbol with a pending weight and a bar now to that weight at
+        this open (the module rules; arithmetic in the backtest's order, so results are equal)."""
+        js = np.array(sorted(j for j in self.wpending if has[j]), dtype=np.int64)
+        if not js.size:
+            return
+        br, cfg = self.broker, self.cfg
+        w = np.array([self.wpending[j][0] for j in js.tolist()])
+        sig = [self.wpending.pop(j)[1] for j in js.tolist()]
+        mark = np.where(np.isnan(o), self.last_close, o)
+        equity = max(br.cash + float(np.nansum(br.qty * mark)), 0.0)
+        px = o[js]
+        want = w * equity / px
+        if cfg.whole_shares:
+            want = np.trunc(want + np.sign(want) * 1e-9)
+        delta = want - br.qty[js]
+        keep = np.abs(delta) > 1e-12 * np.maximum(1.0, np.abs(br.qty[js]))
+        if cfg.rebalance_threshold > 0:
+            keep &= np.abs(delta) * px >= cfg.rebalance_threshold * equity
+        for i in np.flatnonzero(keep & (delta < 0)).tolist():  # sells first
+            self._trade(int(js[i]), "sell", float(-delta[i]), float(o[js[i]] * (1 - br.slip)), sig[i], ts)
+        buy = np.flatnonzero(keep & (delta > 0))
+        if buy.size:
+            bq = delta[buy]
+            price = px[buy] * (1 + br.slip)
+            cost = float(np.sum(bq * price * (1 + cfg.commission)))
+            power = br.cash + (cfg.leverage - 1.0) * equity
+            if cost > power:  # every buy of this bar scaled down to the buying power
+                bq = bq * max(power, 0.0) / cost
+                if cfg.whole_shares:
+                    bq = np.floor(bq + 1e-9)
+            for i, q, pr in zip(buy.tolist(), bq.tolist(), price.tolist()):
+                if q > 0:
+                    self._trade(int(js[i]), "buy", q, pr, sig[i], ts)
+
+    def _trade(self, j: int, side: str, q: float, price: float, sig_us: int, ts: str) -> None:
+        """Place and fill at ``price`` one rebalance market order (id from the weight row's time)."""
+        br = self.broker
+        o = br.place(self.order_id(j, sig_us, 1), self.symbols[j], side, "market", q, ts, signal_time=iso(sig_us),
+                     reason="rebalance")
+        br.fill(o, q, price, ts)
 
     def _open(self, p: Panel, b: int, o, v, has, ts: str) -> None:
         """Exits at the open, then entries sized on the equity at the open."""
@@ -387,6 +540,7 @@ class Engine:
         for x in list(br.orders.values()):
             br.cancel(x["id"], ts, note="max-drawdown halt")
         self.pending.clear()
+        self.wpending.clear()
         self.legs.clear()
         for j in np.flatnonzero(br.qty != 0):
             j = int(j)

@@ -152,10 +152,11 @@ class Writer:
         except OSError as exc:
             raise ledger_error(exc, self.lock_path) from None
         try:
-            existed = path.exists() and path.stat().st_size > 0
+            existed = path.exists() and path.stat().st_size > 0 and has_meta(path)
             self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'NORMAL' else 'FULL'}")
+            self.synchronous = "NORMAL" if synchronous == "NORMAL" else "FULL"
+            self.conn.execute(f"PRAGMA synchronous={self.synchronous}")
             if existed:
                 version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 if version is None or version[0] != str(SCHEMA_VERSION):
@@ -172,10 +173,15 @@ class Writer:
             raise ledger_error(exc, path) from None
 
     @contextmanager
-    def transaction(self):
+    def transaction(self, durable: bool = True):
         """``with writer.transaction() as cur:`` one atomic write (BEGIN IMMEDIATE .. COMMIT);
-        rolled back on any error, which is re-raised (SQLite errors as LedgerError)."""
+        rolled back on any error, which is re-raised (SQLite errors as LedgerError).
+        ``durable=False`` (a heartbeat): committed with ``synchronous=NORMAL`` even in a FULL
+        ledger, so no fsync waits for it (still atomic; the next durable commit syncs it too)."""
         cur = self.conn.cursor()
+        light = not durable and self.synchronous == "FULL"
+        if light:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
         try:
             cur.execute("BEGIN IMMEDIATE")
             yield cur
@@ -188,6 +194,9 @@ class Writer:
             if isinstance(exc, sqlite3.Error):
                 raise ledger_error(exc, self.path) from None
             raise
+        finally:
+            if light:
+                self.conn.execute("PRAGMA synchronous=FULL")
 
     def meta(self) -> dict[str, str]:
         """Every meta key -> value (text)."""
@@ -208,6 +217,22 @@ class Writer:
             except OSError:
                 pass
             lock.release()
+
+
+def has_meta(path: Path) -> bool:
+    """Whether the ledger file at ``path`` holds its meta rows. A process killed while it created
+    the ledger (before its first commit) leaves a file without them: such a ledger is new.
+    LedgerError for a file that is not a readable SQLite database."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone():
+                return False
+            return conn.execute("SELECT 1 FROM meta LIMIT 1").fetchone() is not None
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise ledger_error(exc, path) from None
 
 
 def set_meta(cur: sqlite3.Cursor, items: dict) -> None:

@@ -70,7 +70,9 @@ def trades_frame(conn: sqlite3.Connection, meta: dict | None = None) -> pl.DataF
 
     A fill against the position closes the oldest open lots first: pnl = signed quantity x (exit
     - entry) - entry commission - exit commission (commissions pro rata for a partial lot);
-    return_pct = 100 x pnl / (quantity x entry price); exit_reason the closing order's reason.
+    return_pct = 100 x pnl / (quantity x entry price); exit_reason the closing order's reason,
+    except that a ``rebalance`` fill (weights form) gives ``signal``, or ``reverse`` when it goes
+    through zero (the backtest's weights trades).
     Lots still open are marked at the last close (``positions.mark_price``) at the session's last
     bar, with ``exit_reason`` ``open`` and no exit commission. Sorted by entry_time, symbol."""
     meta = meta if meta is not None else read_meta(conn)
@@ -81,7 +83,11 @@ def trades_frame(conn: sqlite3.Connection, meta: dict | None = None) -> pl.DataF
         d = 1 if side == "buy" else -1
         book = lots.setdefault(sym, [])
         left = q
-        while left > 1e-12 and book and book[0][4] != d:
+        eps = 1e-12 * max(1.0, q)  # what is left of a lot below this is rounding: the lot is closed
+        if reason == "rebalance":  # weights form: "reverse" when the fill goes through zero (as backtest)
+            against = sum(x[0] for x in book) if book and book[0][4] != d else 0.0
+            reason = "reverse" if against > 0 and q - against > 1e-9 * max(1.0, q) else "signal"
+        while left > eps and book and book[0][4] != d:
             lq, lp, lc, lt, ld = book[0]
             take = min(left, lq)
             ec = lc if take == lq else lc * take / lq
@@ -89,12 +95,12 @@ def trades_frame(conn: sqlite3.Connection, meta: dict | None = None) -> pl.DataF
             pnl = (ld * take) * (price - lp) - ec - xc
             out.append((sym, "long" if ld > 0 else "short", take, lt, lp, t, price, pnl, 100.0 * pnl / (take * lp),
                         ec + xc, reason, False))
-            if take == lq:
+            if lq - take <= eps:
                 book.pop(0)
             else:
                 book[0] = [lq - take, lp, lc - ec, lt, ld]
             left -= take
-        if left > 1e-12:
+        if left > eps:
             book.append([left, price, com if left == q else com * left / q, t, d])
     marks = dict(conn.execute("SELECT symbol, mark_price FROM positions").fetchall())
     last = meta.get("last_bar_time")
@@ -140,6 +146,8 @@ def status_doc(conn: sqlite3.Connection, meta: dict, running_pid: int | None) ->
     syms = json.loads(meta.get("symbols", "[]"))
     pending = [{"symbol": syms[int(j)], "target": p["tgt"], "signal_time": _iso_us(p["sig"])}
                for j, p in sorted(state.get("pending", {}).items(), key=lambda kv: int(kv[0])) if p.get("entry") is None and p["tgt"]]
+    pending += [{"symbol": syms[int(j)], "weight": w, "signal_time": _iso_us(sig)}  # weights form
+                for j, (w, sig) in sorted(state.get("wpending", {}).items(), key=lambda kv: int(kv[0]))]
     counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("orders", "fills", "equity", "events")}
     status = meta.get("status")
     if status == "running" and running_pid is None:

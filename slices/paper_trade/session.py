@@ -20,7 +20,6 @@ the same) ends the session after the current bar.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import time
@@ -30,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .bars import DataError, LoadReport, load_bars, store_root, SAMPLE_ROOT
-from .engine import Config, Engine, Panel, build_panel, symbol_signals
+from .bars import (JUMP_FACTOR, SUB_PENNY, DataError, LoadReport, data_warnings, load_bars, normalise, parse_when,
+                   read_file, row_problems, store_root, suspicious_reasons, SAMPLE_ROOT)
+from .engine import Config, Engine, Panel, build_panel, compute_weights, extend_panel, put_column, symbol_signals
 from .ledger import (EQUITY_COLUMNS, FILL_COLUMNS, KIND, ORDER_COLUMNS, SCHEMA, SCHEMA_VERSION, LedgerError, Writer,
-                     from_iso, iso, ledgers_root, now_iso, open_reader, read_meta, session_path, set_meta)
+                     has_meta, iso, ledgers_root, now_iso, open_reader, read_meta, session_path, set_meta)
 from .strategies import resolve_params
 
 TF_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400,
@@ -42,7 +42,7 @@ TF_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14
 SETTING_KEYS = ("strategy", "params", "symbols", "timeframe", "mode", "start", "end", "data", "store", "adjust",
                 "keep_suspicious", "cash", "commission", "slippage_bps", "allow_short", "whole_shares", "sizing",
                 "fraction", "stop_loss_atr", "take_profit_atr", "atr_window", "max_position_pct", "max_drawdown",
-                "max_volume_pct")
+                "max_volume_pct", "leverage", "rebalance_threshold")
 OPTION_NAMES = {k: "--" + k.replace("_", "-") for k in SETTING_KEYS} | {
     "params": "--param", "mode": "--replay/--follow", "whole_shares": "--whole-shares/--fractional",
     "allow_short": "--allow-short/--long-only", "adjust": "--no-adjust"}
@@ -120,7 +120,7 @@ def merge_settings(path: Path, given: dict, defaults: dict, force_new: bool) -> 
 
 def _stored(path: Path, force_new: bool) -> dict:
     """The stored settings of an existing session ({} for a new one or with --force-new)."""
-    if force_new or not path.exists():
+    if force_new or not path.exists() or not has_meta(path):  # no meta: killed while it was created
         return {}
     conn = open_reader(path)
     try:
@@ -163,6 +163,14 @@ def _frames(bars: pl.DataFrame) -> dict[str, dict]:
     return out
 
 
+def _signals(strat, params: dict, cfg: Config, sym: str, bars: dict) -> dict:
+    """A symbol's frame ready for :func:`.engine.build_panel`: with its targets and ATR for a
+    signal strategy (the ATR only when the settings use it), as it is for a weights strategy."""
+    if strat.form == "weights":
+        return bars
+    return symbol_signals(strat, params, sym, bars, cfg.allow_short, cfg.atr_window if cfg.needs_atr else None)
+
+
 def load_session_bars(s: dict, symbols: list[str] | None, start: str | None, report: LoadReport | None = None):
     """Load (and check) the session's bars with its settings. Returns (long bars, report)."""
     bars, rep = load_bars(symbols, s["timeframe"], store=s["store"], data=s["data"] or None, start=start, end=s["end"],
@@ -177,7 +185,7 @@ def check_lookback(bars: pl.DataFrame, strat, params: dict, cfg: Config, named: 
                    label: str) -> pl.DataFrame:
     """Drop (unnamed) or refuse (named) symbols with fewer bars than the strategy needs (as backtest)."""
     need = strat.needed_bars(params)
-    if cfg.stop_loss_atr or cfg.take_profit_atr or cfg.sizing == "atr-risk":
+    if cfg.needs_atr:
         need = max(need, cfg.atr_window + 1)
     counts = bars.group_by("symbol").agg(pl.len(), pl.col("timestamp").first()).sort("symbol")
     short = counts.filter(pl.col("len") < need)
@@ -195,6 +203,10 @@ def write_bar(writer: Writer, engine: Engine, row: dict | None, extra_meta: dict
     """One transaction: the engine's changed orders, new fills, positions (and marks), the equity
     row, events, the engine state and the heartbeat."""
     orders, fills, pos, events = engine.drain()
+    if not (row or orders or fills or pos or events or extra_meta):  # a heartbeat: nothing else changed
+        with writer.transaction(durable=False) as cur:
+            set_meta(cur, {"heartbeat_at": now_iso()})
+        return
     br = engine.broker
     ts = row["time"] if row else None
     with writer.transaction() as cur:
@@ -270,9 +282,7 @@ def run_session(session: str, given: dict, defaults: dict, *, ledgers: str | Non
     if s["mode"] == "follow" and s["data"]:
         raise ValueError("--follow reads the bar store; it cannot be used with --data")
     strat, params = resolve_params(s["strategy"], {})
-    if strat.form != "targets":
-        raise ValueError(f"{strat.label}: paper_trade runs the per-symbol signal form (targets); "
-                         "portfolio-weights strategies are not supported yet")
+    cfg.check_form(strat.form, strat.label)
     params = params | s["params"]
     strat.check(params)
     report = LoadReport()
@@ -280,33 +290,33 @@ def run_session(session: str, given: dict, defaults: dict, *, ledgers: str | Non
     bars, rep = load_session_bars(s, s["symbols"], s["start"], report)
     s["timeframe"] = rep.timeframe
     bars = check_lookback(bars, strat, params, cfg, named, report, strat.label)
-    frames = {sym: symbol_signals(strat, params, sym, f, cfg.allow_short, cfg.atr_window) for sym, f in _frames(bars).items()}
+    frames = {sym: _signals(strat, params, cfg, sym, f) for sym, f in _frames(bars).items()}
     symbols = sorted(frames)
     if resumed and symbols != s["symbols"]:
         raise DataError(f"session {session}: the data now holds {', '.join(symbols)} instead of the session's "
                         f"{', '.join(s['symbols'])}")
     s["symbols"], s["params"] = symbols, params
     panel = build_panel(frames, symbols)
+    if strat.form == "weights":
+        panel.weights, warns = compute_weights(panel, strat, params, cfg.allow_short, cfg.leverage)
+        report.warnings.extend(warns)
 
     writer = Writer(path, synchronous="NORMAL" if s["mode"] == "replay" else "FULL")
     try:
         stop.stop_file.unlink(missing_ok=True)
-        engine = Engine(session, symbols, cfg)
+        engine = Engine(session, symbols, cfg, strat.form)
         if force_new and not writer.is_new:
             reset_ledger(writer)
             writer.is_new = True
         if writer.is_new:
             stored = {k: s.get(k) for k in SETTING_KEYS}
-            now = now_iso()
-            with writer.transaction() as cur:
-                set_meta(cur, {"schema_version": str(SCHEMA_VERSION), "kind": KIND, "session": session,
-                               "strategy": s["strategy"], "params": params, "symbols": symbols,
-                               "timeframe": s["timeframe"], "settings": stored, "created_at": now,
-                               "status": "running", "trading_state": "active", "heartbeat_at": now,
-                               "pid": str(os.getpid())})
             if s["mode"] == "follow" and not s["start"]:
                 _follow_cursor(engine, panel, s["timeframe"])
-            write_bar(writer, engine, None)
+            # the meta and the first engine state in one transaction: a kill leaves both or neither
+            write_bar(writer, engine, None, {"schema_version": str(SCHEMA_VERSION), "kind": KIND, "session": session,
+                                             "strategy": s["strategy"], "params": params, "symbols": symbols,
+                                             "timeframe": s["timeframe"], "settings": stored, "created_at": now_iso(),
+                                             "status": "running", "pid": str(os.getpid())})
             log_event(writer, "info", "start", f"session {session} started ({s['mode']}, {strat.label}, "
                       f"{len(symbols)} symbol(s))", settings=stored)
         else:
@@ -318,7 +328,7 @@ def run_session(session: str, given: dict, defaults: dict, *, ledgers: str | Non
         if s["mode"] == "replay":
             done = _replay(writer, engine, panel, stop, speed, progress)
         else:
-            done = _follow(writer, engine, panel, s, strat, params, cfg, stop, poll, max_idle, progress)
+            done = _follow(writer, engine, panel, frames, s, strat, params, cfg, stop, poll, max_idle, progress)
         final = "halted" if engine.halted or engine.halt_pending else "stopped"
         log_event(writer, "info", "stop", f"session {session} {final} after {done:,} bar(s)"
                   + (" (stop requested)" if stop else ""), {"status": final})
@@ -366,7 +376,7 @@ def _follow_cursor(engine: Engine, panel: Panel, timeframe: str) -> None:
     b = int(np.searchsorted(panel.times, last, side="right"))
     for j in range(len(engine.symbols)):
         rows = np.flatnonzero(~np.isnan(panel.close[:b, j]))
-        if rows.size:
+        if rows.size:  # a weights strategy trades the weight rows after this one only
             engine.last_target[j] = panel.targets[rows[-1], j]
             engine.last_close[j] = panel.close[rows[-1], j]
     engine.last_time = last
@@ -382,8 +392,9 @@ def _complete(times: np.ndarray, timeframe: str) -> np.ndarray:
     return times[ok]
 
 
-def _ready(panel: Panel, times: np.ndarray, timeframe: str, seen: dict[int, float], grace: float) -> np.ndarray:
-    """The leading run of ``times`` (new timeline times, sorted) that are complete bars.
+def _ready(lasts: np.ndarray, times: np.ndarray, timeframe: str, seen: dict[int, float], grace: float) -> np.ndarray:
+    """The leading run of ``times`` (new timeline times, sorted) that are complete bars;
+    ``lasts`` (N,) int64 us: each symbol's newest bar time.
 
     A time t is complete when every symbol has a bar newer than t; or every symbol has reached t
     and t's end time (t + timeframe) has passed; or, for a symbol whose file stopped updating,
@@ -391,7 +402,6 @@ def _ready(panel: Panel, times: np.ndarray, timeframe: str, seen: dict[int, floa
     Processing stops at the first time that is not complete (bars are acted on in time order)."""
     if times.size == 0:
         return times
-    lasts = np.array([np.nanmax(np.where(np.isnan(panel.close[:, j]), -np.inf, panel.times)) for j in range(panel.close.shape[1])])
     min_last, max_last = lasts.min(), lasts.max()
     now_us = time.time() * 1e6
     now_mono = time.monotonic()
@@ -406,11 +416,12 @@ def _ready(panel: Panel, times: np.ndarray, timeframe: str, seen: dict[int, floa
 
 
 class StoreWatch:
-    """Which of the session's store files changed since the last look (mtime, size, inode)."""
+    """Which of the session's store files changed since the last look (mtime, size, inode); at
+    the first look every file counts as changed (so nothing written since the load is missed)."""
 
     def __init__(self, paths: dict[str, Path]):
         self.paths = paths
-        self.seen = {s: self._stat(p) for s, p in paths.items()}
+        self.seen = {s: None for s in paths}
 
     @staticmethod
     def _stat(p: Path):
@@ -441,11 +452,128 @@ def _store_paths(s: dict, symbols: list[str]) -> dict[str, Path]:
     return out
 
 
-def _follow(writer: Writer, engine: Engine, panel: Panel, s: dict, strat, params: dict, cfg: Config, stop: StopFlag,
-            poll: float, max_idle: float | None, progress) -> int:
+STORE_SCHEMA = {"timestamp": pl.Datetime("us", "UTC"), "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
+                "close": pl.Float64, "volume": pl.Float64}
+BAR_KEYS = ("open", "high", "low", "close", "volume")
+
+
+def _read_new(path: Path, sym: str, after_us: int, end_us: int | None) -> tuple[dict, int]:
+    """The rows of store file ``path`` newer than ``after_us`` (and not after ``end_us``), and how
+    many rows the file holds at or before ``after_us``. Rows as numpy arrays ``timestamp`` int64
+    us and ``open high low close volume`` float64, NaN for a missing cell (unchecked). A file with
+    exactly the contract-1 schema is cut in numpy (the usual case: only the new rows are
+    touched); any other layout goes through :func:`.bars.normalise` whole."""
+    raw = read_file(path, small=True)
+    if all(raw.schema.get(k) == v for k, v in STORE_SCHEMA.items()):
+        t = raw["timestamp"].to_physical().to_numpy()
+        cols = {k: raw[k].to_numpy() for k in BAR_KEYS}
+    else:
+        f = normalise(raw, str(path), sym, False, LoadReport())
+        t = f["timestamp"].to_physical().to_numpy()
+        cols = {k: f[k].to_numpy() for k in BAR_KEYS}
+        cols["volume"] = np.where(f["_vol_missing"].to_numpy(), np.nan, cols["volume"])
+    keep = t > after_us
+    if end_us is not None:
+        keep &= t <= end_us
+    return ({"timestamp": t[keep].astype(np.int64), **{k: v[keep].astype(np.float64) for k, v in cols.items()}},
+            int(np.count_nonzero(t <= after_us)))
+
+
+def _clean(new: dict, prev_close: float) -> bool:
+    """A quick screen of new rows: True when no check of contract 2 (rules 11-13) can flag them:
+    increasing times, finite prices >= 0.01, open and close within low..high, volume > 0, and
+    every close within x1/5..x5 of the one before (``prev_close``: the last stored bar's). Rows
+    that fail it go through the full checks of :mod:`.bars` (which name the fault)."""
+    o, h, lo, c, v = (new[k] for k in BAR_KEYS)
+    closes = np.concatenate([[prev_close], c])
+    with np.errstate(all="ignore"):
+        ratio = closes[1:] / closes[:-1]
+        return bool(np.all(np.diff(new["timestamp"]) > 0) and np.all(np.isfinite(new["open"]) & np.isfinite(h)
+                    & np.isfinite(lo) & np.isfinite(c)) and np.all(lo >= SUB_PENNY) and np.all(h >= np.maximum(o, c))
+                    and np.all(lo <= np.minimum(o, c)) and np.all(v > 0)
+                    and np.all((ratio >= 1 / JUMP_FACTOR) & (ratio <= JUMP_FACTOR)))
+
+
+def _checked(engine: Engine, rows: dict[str, dict], frames: dict[str, dict], paths: dict[str, Path],
+             keep_suspicious: bool, ts_label: str) -> dict[str, dict]:
+    """The new rows (``{SYMBOL: arrays}``, each failing :func:`_clean`) that pass the contract-2
+    checks of :mod:`.bars` (rules 11-13, the suspicious check with the symbol's last stored bar
+    before them). A symbol that fails gets an event ``data_gap`` naming the fault (its rows are
+    not used; they are read again when its file changes); warnings become ``data_warning`` events."""
+    syms = list(rows)
+    sources = [str(paths[x]) for x in syms]
+
+    def frame(get) -> pl.DataFrame:
+        parts = [get(x) for x in syms]
+        n = [len(a["timestamp"]) for a in parts]
+        return pl.DataFrame({
+            "symbol": np.repeat(syms, n), "timestamp": np.concatenate([a["timestamp"] for a in parts]),
+            **{k: np.concatenate([a[k] for a in parts]) for k in BAR_KEYS},
+            "_f": np.repeat(np.arange(len(syms), dtype=np.uint32), n)}).with_columns(
+            pl.col("timestamp").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"), pl.col(BAR_KEYS).fill_nan(None))
+
+    new = frame(lambda x: rows[x]).with_columns(pl.lit(False).alias("_adj_bad"),
+                                                  pl.col("volume").is_null().alias("_vol_missing"),
+                                                  pl.col("volume").fill_null(0.0))
+    bad = row_problems(new, sources)
+    good = [x for x in syms if x not in bad]
+    last = frame(lambda x: {k: frames[x][k][-1:] for k in ("timestamp", *BAR_KEYS)})
+    both = pl.concat([last, new.select(last.columns)]).filter(pl.col("symbol").is_in(good)).sort("symbol", "timestamp")
+    for sym, msg in suspicious_reasons(both, sources).items():
+        if keep_suspicious:
+            engine.event("warning", "data_warning", f"{msg}; kept (--keep-suspicious)", ts_label, symbol=sym)
+        else:
+            bad[sym] = msg
+    for sym, msg in bad.items():
+        engine.event("warning", "data_gap", f"new bars not used: {msg}", ts_label, symbol=sym)
+    ok = new.filter(~pl.col("symbol").is_in(list(bad)))
+    if ok.height:
+        rep = LoadReport()
+        data_warnings(ok, sources, rep)
+        for text in rep.warnings:
+            engine.event("warning", "data_warning", text, ts_label)
+    return {x: {k: np.nan_to_num(v, nan=0.0) if k == "volume" else v for k, v in rows[x].items()}
+            for x in syms if x not in bad}
+
+
+def _new_bars(engine: Engine, paths: dict[str, Path], changed: list[str], frames: dict[str, dict], s: dict,
+              ts_label: str) -> dict[str, dict]:
+    """Read the new rows of the ``changed`` store files (:func:`_read_new`) and check them
+    (:func:`_clean`, else :func:`_checked`). Returns ``{SYMBOL: {"timestamp": int64 us, "open"
+    .. "volume": float64}}`` of the usable new rows."""
+    end = parse_when(s["end"], "--end", end=True)
+    end_us = int(end.timestamp() * 1_000_000) if end else None
+    out, suspect = {}, {}
+    for sym in changed:
+        old = frames[sym]
+        try:
+            new, n_old = _read_new(paths[sym], sym, int(old["timestamp"][-1]), end_us)
+        except DataError as exc:
+            engine.event("warning", "data_gap", f"{sym}: new bars not used: {exc}", ts_label)
+            continue
+        if n_old != old["timestamp"].size:
+            engine.event("warning", "data_gap", f"{sym}: {paths[sym]} now holds {n_old:,} bar(s) up to the last one read "
+                         f"instead of {old['timestamp'].size:,}; earlier bars are not read again", ts_label)
+        if new["timestamp"].size:
+            if _clean(new, float(old["close"][-1])):
+                out[sym] = new
+            else:
+                suspect[sym] = new
+    if suspect:
+        out |= _checked(engine, suspect, frames, paths, s["keep_suspicious"], ts_label)
+    return out
+
+
+def _follow(writer: Writer, engine: Engine, panel: Panel, frames: dict[str, dict], s: dict, strat, params: dict,
+            cfg: Config, stop: StopFlag, poll: float, max_idle: float | None, progress) -> int:
+    """The follow loop. Per look at the store only what changed is read: a changed file's rows
+    newer than the symbol's last bar are checked and appended to the in-memory bars, the
+    symbol's targets (signal form; on its whole history, so exactly a replay's) or the weights
+    (weights form; on the whole panel) are computed again, and the panel grows by the new rows."""
     symbols = engine.symbols
-    watch = StoreWatch(_store_paths(s, symbols))
-    frames = {sym: None for sym in symbols}
+    paths = _store_paths(s, symbols)
+    watch = StoreWatch(paths)
+    lasts = np.array([int(frames[x]["timestamp"][-1]) for x in symbols], dtype=np.int64)
     done = 0
     idle_since = time.monotonic()
     first = True
@@ -454,24 +582,12 @@ def _follow(writer: Writer, engine: Engine, panel: Panel, s: dict, strat, params
     while not stop:
         changed = watch.changed()
         if changed:
-            try:
-                bars, rep = load_session_bars(s, changed, s["start"])
-                fresh = _frames(bars)
-                for sym in changed:
-                    old = frames[sym] if frames[sym] is not None else _from_panel(panel, symbols.index(sym))
-                    new = fresh[sym]["timestamp"]
-                    if engine.last_time is not None:
-                        late = np.setdiff1d(new[new <= engine.last_time], old["timestamp"])
-                        if late.size:
-                            engine.event("warning", "data_gap", f"{sym}: {late.size} bar(s) landed for times already "
-                                         f"processed (first {iso(int(late[0]))}); ignored", iso(engine.last_time))
-                    frames[sym] = symbol_signals(strat, params, sym, fresh[sym], cfg.allow_short, cfg.atr_window)
-                for sym in symbols:
-                    if frames[sym] is None:
-                        frames[sym] = _from_panel(panel, symbols.index(sym))
-                panel = build_panel(frames, symbols)
-            except DataError as exc:
-                engine.event("warning", "data_gap", f"new bars not used: {exc}", iso(engine.last_time or 0))
+            label = iso(engine.last_time or 0)
+            fresh = _new_bars(engine, paths, changed, frames, s, label)
+            if fresh:
+                panel = _grow(engine, panel, frames, fresh, strat, params, cfg)
+                for sym in fresh:
+                    lasts[symbols.index(sym)] = frames[sym]["timestamp"][-1]
         if first or changed or seen:
             first = False
             last = engine.last_time
@@ -479,7 +595,7 @@ def _follow(writer: Writer, engine: Engine, panel: Panel, s: dict, strat, params
             now_mono = time.monotonic()
             for t in fresh_times.tolist():
                 seen.setdefault(t, now_mono)
-            todo = _ready(panel, fresh_times, s["timeframe"], seen, grace)
+            todo = _ready(lasts, fresh_times, s["timeframe"], seen, grace)
             for t in todo.tolist():
                 seen.pop(t, None)
             for t in todo:
@@ -500,9 +616,34 @@ def _follow(writer: Writer, engine: Engine, panel: Panel, s: dict, strat, params
     return done
 
 
-def _from_panel(panel: Panel, j: int) -> dict:
-    rows = np.flatnonzero(~np.isnan(panel.close[:, j]))
-    d = {k: getattr(panel, k)[rows, j] for k in ("open", "high", "low", "close", "volume", "atr")}
-    d["timestamp"] = panel.times[rows]
-    d["targets"] = panel.targets[rows, j]
-    return d
+def _grow(engine: Engine, panel: Panel, frames: dict[str, dict], fresh: dict[str, dict], strat, params: dict,
+          cfg: Config) -> Panel:
+    """Append the new rows ``fresh`` to ``frames`` and ``panel`` (in place when they all come after
+    the panel's last time, else the panel is built again) and recompute the strategy."""
+    symbols = engine.symbols
+    before = {sym: frames[sym]["timestamp"].size for sym in fresh}
+    for sym, f in fresh.items():
+        if engine.last_time is not None and f["timestamp"][0] <= engine.last_time:
+            late = f["timestamp"][f["timestamp"] <= engine.last_time]
+            engine.event("warning", "data_gap", f"{sym}: {late.size} bar(s) landed for times already processed "
+                         f"(first {iso(int(late[0]))}); ignored", iso(engine.last_time))
+        old = frames[sym]
+        frames[sym] = _signals(strat, params, cfg, sym,
+                               {k: np.concatenate([old[k], f[k]]) for k in ("timestamp", *BAR_KEYS)})
+    times = np.unique(np.concatenate([f["timestamp"] for f in fresh.values()]))
+    tail = times[times > panel.times[-1]] if panel.times.size else times
+    inside = times[: times.size - tail.size]
+    if inside.size and not np.isin(inside, panel.times).all():  # a new time inside the timeline: build again
+        return _with_weights(build_panel(frames, symbols), strat, params, cfg)
+    extend_panel(panel, tail)
+    for sym in fresh:  # only the new rows: the engine reads a row's targets when it steps that row
+        put_column(panel, symbols.index(sym), frames[sym], before[sym])
+    return _with_weights(panel, strat, params, cfg)
+
+
+def _with_weights(panel: Panel, strat, params: dict, cfg: Config) -> Panel:
+    """``panel`` with the weights of a weights strategy computed on all of it (warnings dropped:
+    they were given when the session started)."""
+    if strat.form == "weights":
+        panel.weights, _ = compute_weights(panel, strat, params, cfg.allow_short, cfg.leverage)
+    return panel

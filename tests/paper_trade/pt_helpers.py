@@ -5,6 +5,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,20 @@ def sample_bars(symbol: str, timeframe: str = "1d") -> pl.DataFrame:
 
 def close_enough(a: np.ndarray, b: np.ndarray, rel: float = 1e-9) -> bool:
     return a.shape == b.shape and bool(np.all(np.abs(a - b) <= rel * np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))))
+
+
+def last_bar(path: Path) -> str | None:
+    """A ledger's ``last_bar_time`` (None before it exists or while its schema is being created)."""
+    try:
+        return meta(path).get("last_bar_time") if path.exists() else None
+    except sqlite3.OperationalError:  # the file exists but its schema is not committed yet
+        return None
+
+
+def wait_until(cond, seconds: float, proc: subprocess.Popen, step: float = 0.05) -> None:
+    """Poll ``cond()`` until true; fail when ``proc`` ended or ``seconds`` passed."""
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(step)

@@ -70,6 +70,14 @@ def test_twenty_kills_then_resume_equal_an_uninterrupted_run(tmp_path):
     assert meta(path)["status"] == "stopped"
 
 
+def _has_equity(path: Path) -> bool:
+    """Whether the ledger has an equity row yet (False while the writer is still creating it)."""
+    try:
+        return path.exists() and bool(read_tables(path)["equity"])
+    except sqlite3.OperationalError:  # the file exists but its schema is not committed yet
+        return False
+
+
 def test_second_process_on_a_session_refuses_naming_the_pid(tmp_path):
     p = popen(*RUN, "--session", "busy", "--speed", "20", ledgers=tmp_path)
     try:
@@ -99,7 +107,7 @@ def test_sigterm_stops_after_the_current_bar_and_resume_continues(tmp_path):
     p = popen(*RUN, "--session", "term", "--speed", "100", ledgers=tmp_path)
     path = ledger_path(tmp_path, "term")
     deadline = time.monotonic() + 60
-    while not (path.exists() and read_tables(path)["equity"]):
+    while not _has_equity(path):
         assert time.monotonic() < deadline and p.poll() is None
         time.sleep(0.1)
     p.send_signal(signal.SIGTERM)
@@ -186,3 +194,20 @@ def test_disk_full_on_a_tiny_tmpfs_is_one_line_error_and_keeps_earlier_bars(tmp_
         assert json.loads(m["engine_state"])["broker"]["cash"] == rows["equity"][-1][1]
     finally:
         subprocess.run(["umount", str(mnt)])
+
+
+@pytest.mark.parametrize("state", ["no_tables", "tables_without_meta"])
+def test_a_ledger_killed_while_being_created_starts_as_new(tmp_path, state):
+    """A process killed before the ledger's first commit leaves a file without meta rows; a
+    later run starts the session as new (it used to fail with `no such table: meta`)."""
+    path = ledger_path(tmp_path, "early")
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    if state == "tables_without_meta":
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.commit()
+    conn.close()
+    r = cli(*RUN, "--session", "early", "--end", "2016-03-31", ledgers=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert meta(path)["status"] == "stopped" and len(read_tables(path)["equity"]) > 40

@@ -3,29 +3,14 @@ runs are traded once complete, exactly as a replay of the same bars; the heartbe
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 
 from pt_helpers import cli, ledger_path, meta, popen, read_tables, sample_bars, write_store
+from pt_helpers import last_bar as _last_bar, wait_until as _wait
 
 SYMS = ("AAPL", "MSFT", "XOM")
 ARGS = ["--symbols", ",".join(SYMS), "--strategy", "momentum", "--param", "lookback=5", "--allow-short",
         "--stop-loss-atr", "2", "-q"]
-
-
-def _wait(cond, seconds: float, proc) -> None:
-    deadline = time.monotonic() + seconds
-    while not cond():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
-def _last_bar(path) -> str | None:
-    try:
-        return meta(path).get("last_bar_time") if path.exists() else None
-    except sqlite3.OperationalError:  # the file exists but its schema is not committed yet
-        return None
 
 
 def test_follow_trades_appended_bars_like_a_replay(tmp_path):
