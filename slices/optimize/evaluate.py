@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from . import fast
 from .bars import DataError, LoadReport, load_bars
 from .engine import Config, Panel, compute_weights, ffill, simulate, simulate_weights
 from .metrics import all_metrics, periods_per_year
@@ -59,6 +60,8 @@ class Prepared:
     bh: float
     timeframe: str
     report: LoadReport = field(default_factory=LoadReport)
+    frozen: object = field(default=None, repr=False)  # fast.Frozen of the panel, built at the first fast run
+    cache: dict = field(default_factory=dict, repr=False)  # indicators of this sweep (evaluate_many)
 
     def slice(self, lo: int, hi: int) -> "Prepared":
         """The same sweep on bars ``lo:hi`` of the timeline only (walk-forward folds): a symbol
@@ -140,11 +143,23 @@ def signals_of(prep: Prepared, params: dict) -> np.ndarray:
     return targets_of(prep, params)
 
 
+_ENGINE_ONLY = False  # tests set it to run the event engine where the fast path would apply
+
+
 def run_signals(prep: Prepared, signals: np.ndarray) -> tuple[dict, np.ndarray]:
     """Simulate ``signals`` (:func:`signals_of`) and compute the portfolio metrics from arrays,
     as the backtest slice does (trades ordered by entry time, then symbol). Returns (metrics,
-    equity (T,) currency at each close)."""
+    equity (T,) currency at each close).
+
+    Targets strategies take the fast path (:func:`.fast.simulate_targets`, compiled with numba;
+    every option of the signal form), weights strategies and a missing numba the event engine
+    (:func:`.engine.simulate`, :func:`.engine.simulate_weights`); both give the same metrics."""
     cfg = prep.cfg
+    if prep.strat.form == "targets" and fast.AVAILABLE and not _ENGINE_ONLY:
+        if prep.frozen is None:
+            prep.frozen = fast.Frozen(prep.panel)
+        equity, gross, pnl, ret = fast.simulate_targets(prep.frozen, signals, prep.atrs, cfg)
+        return fast.metrics(equity, prep.ann, float(np.mean(gross > 0)), pnl, ret, prep.bh), equity
     if prep.strat.form == "weights":
         res = simulate_weights(prep.panel, signals, cfg)
     else:
@@ -181,12 +196,18 @@ def evaluate_window(prep: Prepared, params: dict, lo: int, hi: int) -> tuple[dic
     return m, eq, sub
 
 
+CACHE_BYTES = 512 * 2**20  # indicators kept across the batches of a sweep, at most about this much
+
+
 def evaluate_many(prep: Prepared, combos: list[dict]) -> list[tuple[dict | None, np.ndarray | None, str | None]]:
-    """:func:`evaluate` over ``combos`` with indicators memoised across them. A combination the
+    """:func:`evaluate` over ``combos`` with indicators memoised across them and across the
+    batches of the sweep (``prep.cache``, cleared when over :data:`CACHE_BYTES`). A combination the
     strategy rejects (its validate or a bad output) gives ``(None, None, message)``, the others
     ``(metrics, equity, None)``."""
     out = []
-    with indicator_cache():
+    if sum(v[1].nbytes for v in prep.cache.values()) > CACHE_BYTES:
+        prep.cache.clear()
+    with indicator_cache(prep.cache):
         for p in combos:
             try:
                 prep.strat.check(p)

@@ -81,23 +81,31 @@ def equity_metrics(equity: np.ndarray, ann: float) -> dict:
     max_drawdown = min(equity / running peak - 1); calmar = cagr / |max_drawdown|.
     """
     r = equity[1:] / equity[:-1] - 1.0 if equity.size > 1 else np.zeros(0)
-    total = equity[-1] / equity[0] - 1.0
     n = r.size
-    cagr = (1 + total) ** (ann / n) - 1 if n and total > -1 else (-1.0 if n else None)
     sd = float(np.std(r, ddof=1)) if n > 1 else float("nan")
     mean = float(np.mean(r)) if n else float("nan")
-    down = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2))) * math.sqrt(ann) if n else float("nan")
-    mdd = float(drawdown(equity).min())
+    down_sq = float(np.mean(np.minimum(r, 0.0) ** 2)) if n else float("nan")
+    return equity_formulas(float(equity[-1]), float(equity[-1] / equity[0] - 1.0), n, mean, sd, down_sq,
+                           float(drawdown(equity).min()), max_drawdown_duration(equity), ann)
+
+
+def equity_formulas(final: float, total: float, n: int, mean: float, sd: float, down_sq: float, mdd: float,
+                    duration: int, ann: float) -> dict:
+    """The metrics of :func:`equity_metrics` from its sums: ``n`` returns with mean ``mean``,
+    standard deviation ``sd`` (ddof 1; NaN for n < 2) and mean squared negative part ``down_sq``;
+    ``mdd`` the max drawdown, ``duration`` its duration in bars (also used by the fast path)."""
+    cagr = (1 + total) ** (ann / n) - 1 if n and total > -1 else (-1.0 if n else None)
+    down = math.sqrt(down_sq) * math.sqrt(ann) if n else float("nan")
     return {
-        "final_equity": float(equity[-1]),
-        "total_return": float(total),
+        "final_equity": final,
+        "total_return": total,
         "cagr": _none(cagr) if cagr is not None else None,
         "volatility": _none(sd * math.sqrt(ann)),
         "sharpe": _none(mean / sd * math.sqrt(ann)) if sd > 0 else None,
         "sortino": _none(mean * ann / down) if down > 0 else None,
         "calmar": _none(cagr / abs(mdd)) if (mdd < 0 and cagr is not None) else None,
         "max_drawdown": mdd,
-        "max_drawdown_duration": max_drawdown_duration(equity),
+        "max_drawdown_duration": int(duration),
     }
 
 
@@ -111,25 +119,37 @@ def trade_metrics(pnl: np.ndarray, returns: np.ndarray) -> dict:
     W the win rate and R = mean winning pnl / |mean losing pnl| (backtesting.py).
     """
     n = int(pnl.size)
-    out = {"n_trades": n}
+    if n == 0:
+        return trade_formulas(0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    wins, losses = pnl[pnl > 0], pnl[pnl < 0]
+    sd = float(np.std(pnl, ddof=1)) if n > 1 else 0.0
+    return trade_formulas(n, wins.size, losses.size, float(wins.sum()), float(losses.sum()), float(pnl.mean()), sd,
+                          float(returns.max()), float(returns.min()), float(returns.mean()))
+
+
+def trade_formulas(n: int, n_wins: int, n_losses: int, win_sum: float, loss_sum: float, pnl_mean: float, pnl_sd: float,
+                   ret_max: float, ret_min: float, ret_mean: float) -> dict:
+    """The metrics of :func:`trade_metrics` from its sums (also used by the fast path): ``n``
+    trades, ``n_wins`` with pnl > 0 summing to ``win_sum``, ``n_losses`` with pnl < 0 summing to
+    ``loss_sum``, the pnl mean and standard deviation (ddof 1; 0 for one trade), the returns'
+    max, min and mean."""
+    out = {"n_trades": int(n)}
     if n == 0:
         return out | dict.fromkeys(("win_rate", "best_trade", "worst_trade", "avg_trade", "profit_factor", "expectancy", "sqn", "kelly"))
-    wins, losses = pnl[pnl > 0], pnl[pnl < 0]
-    w = wins.size / n
-    sd = float(np.std(pnl, ddof=1)) if n > 1 else 0.0
+    w = n_wins / n
     kelly = None
-    if wins.size and losses.size:
-        kelly = w - (1 - w) / (wins.mean() / abs(losses.mean()))
-    elif wins.size:
+    if n_wins and n_losses:
+        kelly = w - (1 - w) / ((win_sum / n_wins) / abs(loss_sum / n_losses))
+    elif n_wins:
         kelly = 1.0
     return out | {
         "win_rate": w,
-        "best_trade": float(returns.max()),
-        "worst_trade": float(returns.min()),
-        "avg_trade": float(returns.mean()),
-        "profit_factor": float(wins.sum() / abs(losses.sum())) if losses.size else None,
-        "expectancy": float(pnl.mean()),
-        "sqn": _none(math.sqrt(n) * pnl.mean() / sd) if sd > 0 else None,
+        "best_trade": ret_max,
+        "worst_trade": ret_min,
+        "avg_trade": ret_mean,
+        "profit_factor": float(win_sum / abs(loss_sum)) if n_losses else None,
+        "expectancy": pnl_mean,
+        "sqn": _none(math.sqrt(n) * pnl_mean / pnl_sd) if pnl_sd > 0 else None,
         "kelly": _none(kelly) if kelly is not None else None,
     }
 
@@ -137,7 +157,13 @@ def trade_metrics(pnl: np.ndarray, returns: np.ndarray) -> dict:
 def all_metrics(equity: np.ndarray, ann: float, exposure: float, pnl: np.ndarray, returns: np.ndarray, bh: float) -> dict:
     """Every metric in :data:`METRICS`, in that order. ``exposure`` is the fraction of bars with
     a position held at the close; ``bh`` the buy-and-hold return (fraction)."""
-    m = equity_metrics(equity, ann) | trade_metrics(pnl, returns) | {"exposure": exposure, "buy_and_hold_return": bh}
+    return ordered(equity_metrics(equity, ann), trade_metrics(pnl, returns), exposure, bh)
+
+
+def ordered(equity_part: dict, trade_part: dict, exposure: float, bh: float) -> dict:
+    """The metrics of :data:`METRICS` in that order, from :func:`equity_metrics` (or
+    :func:`equity_formulas`) and :func:`trade_metrics` (or :func:`trade_formulas`)."""
+    m = equity_part | trade_part | {"exposure": exposure, "buy_and_hold_return": bh}
     return {k: m[k] for k in METRICS}
 
 

@@ -14,9 +14,10 @@ Sharpe ratios inside both statistics are per bar (not annualised), as in the pap
 from __future__ import annotations
 
 import math
-from itertools import combinations
 
 import numpy as np
+
+from .fast import jit
 
 OBJECTIVES = ("sharpe", "sortino", "calmar", "cagr", "total_return", "sqn", "profit_factor", "-max_drawdown")
 EULER_GAMMA = 0.5772156649015329
@@ -96,6 +97,46 @@ def deflated_sharpe(best_returns: np.ndarray, trial_sharpes: np.ndarray) -> dict
     return out
 
 
+def _half_sharpe(a, b, n):
+    """Per-bar Sharpe ratio from the sum ``a`` and the sum of squares ``b`` of ``n`` returns
+    (std ddof 1); 0 when the std is below 1e-15."""
+    var = (b - a * a / n) / (n - 1)
+    sd = np.sqrt(max(var, 0.0))
+    return (a / n) / sd if sd > 1e-15 else 0.0
+
+
+def _cscv_ranks(codes, lo_tab, hi_tab, h, n):
+    """For each split (``codes``: the in-sample blocks as a bit set), the rank on the other half
+    of the combination with the best Sharpe ratio in sample (the first on ties): the number of
+    combinations below it plus (the number equal, itself included, + 1) / 2. ``lo_tab`` /
+    ``hi_tab`` (2, 2^h, N): sums and sums of squares over each subset of the first / last h
+    blocks."""
+    full = (1 << h) - 1
+    N = lo_tab.shape[2]
+    rank = np.empty(codes.size)
+    oos = np.empty(N)
+    for i in range(codes.size):
+        c = codes[i]
+        a_lo, a_hi, b_lo, b_hi = c & full, c >> h, ~c & full, (~c >> h) & full
+        best, best_v = 0, -np.inf
+        for k in range(N):
+            v = _half_sharpe(lo_tab[0, a_lo, k] + hi_tab[0, a_hi, k], lo_tab[1, a_lo, k] + hi_tab[1, a_hi, k], n)
+            if v > best_v:
+                best, best_v = k, v
+            oos[k] = _half_sharpe(lo_tab[0, b_lo, k] + hi_tab[0, b_hi, k], lo_tab[1, b_lo, k] + hi_tab[1, b_hi, k], n)
+        less, same = 0, 0
+        for k in range(N):
+            if oos[k] < oos[best]:
+                less += 1
+            elif oos[k] == oos[best]:
+                same += 1
+        rank[i] = less + (same + 1) / 2.0
+    return rank
+
+
+_half_sharpe, _cscv_ranks = jit(_half_sharpe), jit(_cscv_ranks)
+
+
 def pbo_cscv(returns: np.ndarray, splits: int = 16) -> dict:
     """Probability of backtest overfitting by CSCV (Bailey, Borwein, Lopez de Prado & Zhu).
 
@@ -120,22 +161,21 @@ def pbo_cscv(returns: np.ndarray, splits: int = 16) -> dict:
     size = T // splits
     R = np.nan_to_num(R[T - size * splits:]).reshape(splits, size, N)
     s1, s2 = R.sum(axis=1), (R * R).sum(axis=1)  # (S, N) per-block sums
-    picks = np.array(list(combinations(range(splits), splits // 2)))
-    mask = np.zeros((len(picks), splits))
-    mask[np.arange(len(picks))[:, None], picks] = 1.0
-
-    def sharpe(m: np.ndarray) -> np.ndarray:
-        n = m.sum(axis=1, keepdims=True) * size
-        a, b = m @ s1, m @ s2
-        var = (b - a * a / n) / (n - 1)
-        sd = np.sqrt(np.maximum(var, 0.0))
-        return np.divide(a / n, sd, out=np.zeros_like(a), where=sd > 1e-15)
-
-    ins, oos = sharpe(mask), sharpe(1.0 - mask)
-    best = np.argmax(ins, axis=1)
-    chosen = oos[np.arange(len(picks)), best][:, None]
-    rank = (oos < chosen).sum(axis=1) + ((oos == chosen).sum(axis=1) + 1) / 2.0
+    # sums over any half of the blocks = (sums over a subset of the first S/2 blocks) + (a subset
+    # of the last S/2): two tables of 2^(S/2) rows, no (splits x N) matrix product per split
+    h = splits // 2
+    tables = []
+    for part in (slice(0, h), slice(h, splits)):
+        tab = np.zeros((2, 1 << h, N))
+        for k in range(1, 1 << h):
+            low = k & -k
+            tab[:, k] = tab[:, k ^ low] + np.stack((s1[part][low.bit_length() - 1], s2[part][low.bit_length() - 1]))
+        tables.append(tab)
+    every = np.arange(1 << splits)
+    codes = every[sum((every >> i) & 1 for i in range(splits)) == h]  # the halves J as bit sets
+    C = codes.size
+    rank = _cscv_ranks(codes, tables[0], tables[1], h, float(h * size))
     w = rank / (N + 1)
     logits = np.log(w / (1 - w))
-    return {"pbo": float(np.mean(logits <= 0)), "splits": splits, "combinations": int(len(picks)),
+    return {"pbo": float(np.mean(logits <= 0)), "splits": splits, "combinations": int(C),
             "logits": logits.tolist()}

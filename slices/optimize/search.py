@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from . import fast
 from .engine import Config
 from .evaluate import DataSpec, Prepared, evaluate_many, prepare
 from .metrics import METRICS
@@ -126,6 +127,20 @@ def candidates(s: SearchSettings, dims: list[Dimension], constraints: list[Const
 
 
 # ----------------------------------------------------------------------------- execution
+SMALL_SWEEP_S = 1.0  # below this estimate, forking workers and shipping results costs more than it saves
+
+
+def fast_seconds(prep: Prepared, combos: int) -> float:
+    """A rough CPU-time estimate of ``combos`` combinations on the fast path (targets strategies
+    with numba; infinite otherwise): 0.1 ms per combination plus 0.15 ms per symbol (its targets)
+    plus 5 ns per bar and symbol (the kernel), measured on the benchmark machine
+    (benchmarks/optimize_bench.py; README "Speed")."""
+    if prep.strat.form != "targets" or not fast.AVAILABLE:
+        return math.inf
+    T, N = prep.panel.close.shape
+    return combos * (1e-4 + 1.5e-4 * N + 5e-9 * T * N)
+
+
 _WORKER_PREP: Prepared | None = None
 
 
@@ -149,9 +164,11 @@ class Executor:
     every worker once with ``broadcast=True``). :meth:`map` yields ``(batch index, outputs)`` as
     batches finish."""
 
-    def __init__(self, prep: Prepared, jobs: int | None, scheduler: str | None):
+    def __init__(self, prep: Prepared, jobs: int | None, scheduler: str | None, combos: int | None = None):
         self.prep, self.pool, self.client, self.prep_future = prep, None, None, None
         self.jobs = jobs or os.cpu_count() or 1
+        if jobs is None and combos is not None and fast_seconds(prep, combos) < SMALL_SWEEP_S:
+            self.jobs = 1  # all cores by default, but a sweep this small ends sooner in this process
         if scheduler:
             try:
                 from distributed import Client
@@ -165,6 +182,9 @@ class Executor:
             self.jobs = max(1, sum(self.client.nthreads().values()))
         elif self.jobs > 1:
             import multiprocessing as mp
+
+            if prep.strat.form == "targets":
+                fast.warm()  # the forked workers inherit the loaded kernels
             from concurrent.futures import ProcessPoolExecutor
 
             self.pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("fork"), initializer=_init_worker,
@@ -297,12 +317,13 @@ def run_search(s: SearchSettings, *, out: Path | None = None, resume: bool = Fal
     result = SearchResult()
     ckpt.load(result)
     done = {json.dumps(p, sort_keys=True) for p in result.params} | {json.dumps(p, sort_keys=True) for p, _ in result.rejected}
-    ex = Executor(prep, s.jobs, s.scheduler)
+    todo = [] if s.method == "bayes" else \
+        [(i, p) for i, p in enumerate(candidates(s, dims, constraints)) if json.dumps(p, sort_keys=True) not in done]
+    ex = Executor(prep, s.jobs, s.scheduler, s.trials if s.method == "bayes" else len(todo))
     try:
         if s.method == "bayes":
             _bayes(s, dims, constraints, ex, result, ckpt, quiet)
         else:
-            todo = [(i, p) for i, p in enumerate(candidates(s, dims, constraints)) if json.dumps(p, sort_keys=True) not in done]
             bar = Progress(len(todo) + len(done), quiet)
             bar.update(len(done))
             size = ex.batch_size(len(todo))

@@ -27,14 +27,16 @@ _CACHE: dict | None = None
 
 
 @contextmanager
-def indicator_cache() -> Iterator[dict]:
+def indicator_cache(store: dict | None = None) -> Iterator[dict]:
     """Within this block every memoised indicator (:func:`sma`, :func:`rolling_std`,
     :func:`rolling_max`, :func:`rolling_min`, :func:`atr`) is computed once per distinct input
     arrays and window: a sweep over 75 (fast, slow) pairs computes 5 + 15 SMAs, not 150. The key
     holds the identity of the input arrays and the cache keeps them alive, so an identity is never
-    reused for other data; cached outputs are read-only. Outside the block nothing is cached."""
+    reused for other data; cached outputs are read-only. ``store``: a dict to keep the entries in
+    (reused across blocks, e.g. every batch of one sweep); a new one by default. Outside the block
+    nothing is cached."""
     global _CACHE
-    old, _CACHE = _CACHE, {}
+    old, _CACHE = _CACHE, ({} if store is None else store)
     try:
         yield _CACHE
     finally:
