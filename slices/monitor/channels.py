@@ -26,8 +26,10 @@ class ChannelError(Exception):
 
 
 def notification_text(n: Notification) -> str:
-    """``[FIRING critical] session_state paper/demo: <message>`` (or RESOLVED / SUPPRESSED)."""
-    return f"[{n.state.upper()} {n.severity}] {n.rule} {n.target}: {n.message}"
+    """``[FIRING critical] session_state paper/demo: <message>`` (or RESOLVED / SUPPRESSED); a
+    message that starts with the target (``paper/demo: status failed ...``) is not repeated."""
+    msg = n.message.removeprefix(f"{n.target}: ")
+    return f"[{n.state.upper()} {n.severity}] {n.rule} {n.target}: {msg}"
 
 
 def webhook_payload(n: Notification, fmt: str) -> dict:

@@ -148,7 +148,8 @@ def _setting(name: str, value):
 @click.option("--rebalance-threshold", default=0.0, show_default=True, type=float,
               help="Weights strategies: skip trades smaller than this fraction of equity.")
 @_ledgers_opt
-@click.option("--force-new", is_flag=True, help="Start the session again from scratch (its ledger is emptied).")
+@click.option("--force-new", is_flag=True,
+              help="Start the session again (its ledger is emptied), with its stored settings except the options given.")
 @click.option("--exit-after-idle", default=None, type=float, help="--follow: stop after this many seconds without a new bar.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_format_opt
@@ -313,14 +314,16 @@ def sessions(ledgers, fmt):
     if not docs:
         click.echo(f"no paper sessions in {root / 'paper'}")
         return
-    click.echo(f"{'session':<24}{'status':<12}{'strategy':<16}{'symbols':>8}{'equity':>16}{'return':>10}  last bar")
+    ws = max(len("session"), *(len(d["session"]) for d in docs)) + 2  # names and strategy paths shown whole
+    wt = max(len("strategy"), *(len(str(d.get("strategy"))) for d in docs)) + 2
+    click.echo(f"{'session':<{ws}}{'status':<12}{'strategy':<{wt}}{'symbols':>7}{'equity':>16}{'return':>10}  last bar")
     for d in docs:
         if "error" in d:
-            click.echo(f"{d['session']:<24}unreadable  {d['error']}")
+            click.echo(f"{d['session']:<{ws}}unreadable  {d['error']}")
             continue
         st = d["status"].split(" ")[0]
-        click.echo(f"{d['session']:<24}{st:<12}{str(d['strategy'])[:15]:<16}{len(d['symbols']):>8,}{_money(d['equity']):>16}"
-                   f"{_pct(d['total_return']):>10}  {_when(d['last_bar_time'])}")
+        click.echo(f"{d['session']:<{ws}}{st:<12}{str(d['strategy']):<{wt}}{len(d['symbols']):>7,}"
+                   f"{_money(d['equity']):>16}{_pct(d['total_return']):>10}  {_when(d['last_bar_time'])}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -344,7 +347,8 @@ def _table_command(name: str, what: str):
     @_ledgers_opt
     @_format_opt
     @click.option("--out", "-o", default=None, type=click.Path(dir_okay=False), help="Write a .parquet or .csv file instead.")
-    @click.option("--rows", "-n", default=50, show_default=True, type=int, help="Table: show the last N rows (0: all).")
+    @click.option("--rows", "-n", default=50, show_default=True, type=click.IntRange(min=0),
+                  help="Table: show the last N rows (0: all).")
     def command(session, ledgers, fmt, out, rows):
         from . import readers
 
@@ -363,7 +367,7 @@ def _table_command(name: str, what: str):
                 df.write_csv(out)
             else:
                 raise ValueError(f"--out {out}: use a .parquet or .csv file")
-            click.echo(f"{df.height:,} {name} row(s) written to {out}", err=True)
+            click.echo(f"note: {df.height:,} {name} row(s) written to {out}", err=True)
             return
         if fmt == "json":
             import polars as pl
@@ -433,7 +437,7 @@ def report(session, ledgers, out, digest_fmt, day, no_html):
         if not no_html:
             target = Path(out) if out else Path("runs") / f"paper-{session}" / "report.html"
             write_session_report(conn, meta, target)
-            click.echo(f"report written to {target}", err=True)
+            click.echo(f"note: report written to {target}", err=True)
         if digest_fmt != "none":
             d = digest_doc(conn, meta, day)
             click.echo(json.dumps(d, indent=2, default=str) if digest_fmt == "json" else digest_text(d))

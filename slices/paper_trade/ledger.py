@@ -224,7 +224,7 @@ def has_meta(path: Path) -> bool:
     the ledger (before its first commit) leaves a file without them: such a ledger is new.
     LedgerError for a file that is not a readable SQLite database."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = connect_ro(path)
         try:
             if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone():
                 return False
@@ -248,13 +248,35 @@ def _read_pid(pid_path: Path) -> str:
         return "unknown"
 
 
+def connect_ro(path: Path) -> sqlite3.Connection:
+    """A read-only connection (``file:<path>?mode=ro``). SQLite cannot open a WAL database that
+    way in a folder it cannot write (no ``-shm`` to create there: a read-only mount, a copied
+    ledger); when that fails and no ``-wal`` file holds commits, the file is read as immutable,
+    which is exact then (every commit is in the main file, and no writer can run in a folder
+    where it cannot take its lock). sqlite3.Error otherwise."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError:
+        wal = path.with_name(path.name + "-wal")
+        if os.access(path.parent, os.W_OK) or (wal.exists() and wal.stat().st_size):
+            raise
+    return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+
+
 def open_reader(path: Path) -> sqlite3.Connection:
     """Open a ledger read-only (``file:<path>?mode=ro``). LedgerError when it is missing,
     corrupted or of another schema version."""
     if not path.is_file():
         raise LedgerError(f"{path}: no such session ledger")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        conn = connect_ro(path)
+        if not (conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+                and conn.execute("SELECT 1 FROM meta LIMIT 1").fetchone()):
+            conn.close()
+            raise LedgerError(f"{path}: not a session ledger yet (no meta: empty, or its run was killed while "
+                              "creating it); `run` starts it as new, or `remove` it")
         row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     except sqlite3.Error as exc:
         raise ledger_error(exc, path) from None

@@ -176,6 +176,8 @@ def digest_doc(conn: sqlite3.Connection, meta: dict, day: str | None = None) -> 
     that day's fills, P&L (equity change from the previous day's last bar), exposure at the day's
     last bar, and risk events (levels warning and above, by bar time)."""
     last = meta.get("last_bar_time")
+    if day is not None:
+        _check_day(conn, meta, day)
     day = day or (last[:10] if last else None)
     if day is None:
         return {"session": meta.get("session"), "day": None, "fills": [], "pnl": 0.0, "events": []}
@@ -201,4 +203,20 @@ def digest_doc(conn: sqlite3.Connection, meta: dict, day: str | None = None) -> 
         "gross_exposure": end[2] if end else 0.0, "exposure": (end[2] / end[1]) if end and end[1] else 0.0,
         "drawdown": end[3] if end else 0.0, "fills": fills, "events": events,
         "trading_state": meta.get("trading_state"),
+        "bars": conn.execute("SELECT COUNT(*) FROM equity WHERE substr(time, 1, 10) = ?", (day,)).fetchone()[0],
     }
+
+
+def _check_day(conn: sqlite3.Connection, meta: dict, day: str) -> None:
+    """ValueError unless ``day`` is a ``YYYY-MM-DD`` date within the session's bars."""
+    try:
+        ok = len(day) == 10 and datetime.strptime(day, "%Y-%m-%d") is not None
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"--day {day!r}: expected a date YYYY-MM-DD")
+    first, last = conn.execute("SELECT MIN(time), MAX(time) FROM equity").fetchone()
+    if first is None:
+        raise ValueError(f"--day {day}: session {meta.get('session')} has no bar yet")
+    if not first[:10] <= day <= last[:10]:
+        raise ValueError(f"--day {day}: session {meta.get('session')} has bars from {first[:10]} to {last[:10]}")

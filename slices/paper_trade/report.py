@@ -801,7 +801,8 @@ def digest_text(d: Mapping[str, Any]) -> str:
     if d.get("day") is None:
         return f"Session {d.get('session')}: no bar processed yet"
     lines = [
-        f"Daily digest  {d['session']}  {d['day']}  (trading {d.get('trading_state')})",
+        f"Daily digest  {d['session']}  {d['day']}  (trading {d.get('trading_state')})"
+        + ("" if d.get("bars", 1) else "  no bar on this day: figures at the last bar before it"),
         f"  equity      {d['equity']:,.2f}   P&L {d['pnl']:+,.2f} ({(d['return'] or 0) * 100:+,.2f}%)   "
         f"drawdown {d['drawdown'] * 100:,.2f}%",
         f"  exposure    {d['gross_exposure']:,.2f} ({d['exposure'] * 100:,.2f}% of equity)   cash {d['cash']:,.2f}",

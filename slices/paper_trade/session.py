@@ -118,6 +118,24 @@ def merge_settings(path: Path, given: dict, defaults: dict, force_new: bool) -> 
     return stored, True
 
 
+def carried_settings(path: Path, given: dict) -> dict:
+    """``given`` completed for ``--force-new`` from the session's stored settings: the session
+    starts again with its settings, changed only where an option is given. ``--param`` values
+    are kept (as ``k=v`` texts under the given ones) only when ``--strategy`` stays the same, and
+    the stored (inferred) timeframe only when neither ``--data`` nor ``--store`` is given."""
+    old = _stored(path, False)
+    if not old:
+        return given
+    out = {k: v for k, v in old.items() if k in SETTING_KEYS and k != "params"} | given
+    if ("data" in given or "store" in given) and "timeframe" not in given:
+        out.pop("timeframe", None)
+    if given.get("strategy", old.get("strategy")) == old.get("strategy"):
+        texts = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in (old.get("params") or {}).items()}
+        if texts or "params" in given:
+            out["params"] = texts | (given.get("params") or {})
+    return out
+
+
 def _stored(path: Path, force_new: bool) -> dict:
     """The stored settings of an existing session ({} for a new one or with --force-new)."""
     if force_new or not path.exists() or not has_meta(path):  # no meta: killed while it was created
@@ -269,7 +287,7 @@ def run_session(session: str, given: dict, defaults: dict, *, ledgers: str | Non
         raise ValueError(f"--speed must be > 0 bars per second (got {speed})")
     if not poll > 0:
         raise ValueError(f"--poll must be > 0 seconds (got {poll})")
-    given = dict(given)
+    given = carried_settings(path, dict(given)) if force_new else dict(given)
     stored = _stored(path, force_new)
     name = given.get("strategy") or stored.get("strategy") or defaults["strategy"]
     if "params" in given or not stored:

@@ -129,8 +129,11 @@ def note(message=f"paper/x: drawdown -12.00% {HOSTILE}"):
 
 def test_webhook_payloads_are_slack_and_discord_compatible():
     n = note()
-    assert webhook_payload(n, "slack") == {"text": f"[FIRING warning] drawdown paper/x: {n.message}"}
-    assert webhook_payload(n, "discord") == {"content": f"[FIRING warning] drawdown paper/x: {n.message}"}
+    text = f"[FIRING warning] drawdown paper/x: drawdown -12.00% {HOSTILE}"  # the target is not said twice
+    assert webhook_payload(n, "slack") == {"text": text}
+    assert webhook_payload(n, "discord") == {"content": text}
+    other = note("store 1d: stale")  # a message not starting with the target is kept whole
+    assert webhook_payload(other, "slack") == {"text": "[FIRING warning] drawdown paper/x: store 1d: stale"}
     long = note("x" * 5000)
     assert len(webhook_payload(long, "discord")["content"]) == 2000
     j = webhook_payload(n, "json")

@@ -151,7 +151,7 @@ def test_serve_end_to_end_alert_reaches_the_webhook(tmp_path, receiver):
         make_ledger(root, "crash", status="failed", now=now, last_bar=now - timedelta(minutes=30),
                     events=[("critical", "stop", "session crash failed: OSError", 1)])
         got = wait_until(lambda: receiver.bodies, timeout=30)
-        assert got and got[0] == {"text": "[FIRING critical] session_state paper/crash: paper/crash: status failed, trading active"}
+        assert got and got[0] == {"text": "[FIRING critical] session_state paper/crash: status failed, trading active"}
         status, body = srv.get("/readyz")
         assert status == 503 and json.loads(body)["checks"]["critical_events"]["failing"][0]["session"] == "paper/crash"
         status, metrics = srv.get("/metrics")

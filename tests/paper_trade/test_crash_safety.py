@@ -174,6 +174,32 @@ def test_read_only_ledger_folder_is_one_line_error_and_loses_nothing(tmp_path, e
         assert not ledger_path(tmp_path, "ro").exists()
 
 
+def test_a_ledger_in_a_read_only_folder_is_readable(tmp_path):
+    """A stopped ledger copied alone (no -wal/-shm beside it) to a read-only folder: SQLite cannot
+    open a WAL database with mode=ro there; `status` and the readers used to fail with `unable to
+    open database file`."""
+    r = cli(*RUN, "--session", "c", "--end", "2016-06-30", ledgers=tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    src, folder = ledger_path(tmp_path / "a", "c"), tmp_path / "b" / "paper"
+    folder.mkdir(parents=True)
+    with sqlite3.connect(f"file:{src}?mode=ro", uri=True) as a, sqlite3.connect(folder / "c.sqlite") as b:
+        a.backup(b)
+        assert b.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    b.close()
+    assert sorted(x.name for x in folder.iterdir()) == ["c.sqlite"]
+    want = cli("trades", "c", "--format", "json", ledgers=tmp_path / "a").stdout
+    undo = _ro_bind(folder)
+    try:
+        st = cli("status", "c", "--format", "json", ledgers=tmp_path / "b")
+        assert st.returncode == 0, st.stderr
+        assert json.loads(st.stdout)["status"] == "stopped"
+        assert cli("trades", "c", "--format", "json", ledgers=tmp_path / "b").stdout == want
+        again = cli(*RUN, "--session", "c", "--end", "2016-06-30", ledgers=tmp_path / "b")
+        assert again.returncode == 2 and "not writable" in again.stderr and len(again.stderr.splitlines()) == 1
+    finally:
+        undo()
+
+
 def test_disk_full_on_a_tiny_tmpfs_is_one_line_error_and_keeps_earlier_bars(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
@@ -208,6 +234,9 @@ def test_a_ledger_killed_while_being_created_starts_as_new(tmp_path, state):
         conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
         conn.commit()
     conn.close()
+    st = cli("status", "early", ledgers=tmp_path)  # was `no such table: meta` / `schema_version missing`
+    assert st.returncode == 2 and st.stderr == (f"error: {path}: not a session ledger yet (no meta: empty, or its run "
+                                                "was killed while creating it); `run` starts it as new, or `remove` it\n")
     r = cli(*RUN, "--session", "early", "--end", "2016-03-31", ledgers=tmp_path)
     assert r.returncode == 0, r.stderr
     assert meta(path)["status"] == "stopped" and len(read_tables(path)["equity"]) > 40

@@ -54,6 +54,7 @@ def test_readers_table_json_and_files(session, what, tmp_path):
         out = tmp_path / f"x.{ext}"
         r = cli(what, "demo", "--out", str(out), ledgers=session)
         assert r.returncode == 0, r.stderr
+        assert r.stderr == f"note: {len(rows):,} {what} row(s) written to {out}\n"  # a note, as the CLI style says
         df = pl.read_parquet(out) if ext == "parquet" else pl.read_csv(out)
         assert df.height == len(rows) > 0
 
@@ -95,6 +96,7 @@ def test_report_html_is_offline_and_digest(session, tmp_path):
     out = tmp_path / "r.html"
     r = cli("report", "demo", "--out", str(out), "--digest", "json", ledgers=session)
     assert r.returncode == 0, r.stderr
+    assert r.stderr == f"note: report written to {out}\n"
     page = out.read_text()
     found = {k: k in page for k in ("Plotly", "Open positions", "Equity and drawdown", "<script src=", "<link ",
                                     'src="http')}
@@ -121,6 +123,56 @@ def test_resume_keeps_settings_and_refuses_a_changed_one(tmp_path):
     new = cli("run", "--session", "s", *BASE, "--end", "2018-06-30", "--commission", "0.01", "--force-new", ledgers=tmp_path)
     assert new.returncode == 0, new.stderr
     assert json.loads(meta(ledger_path(tmp_path, "s"))["settings"])["commission"] == 0.01
+
+
+@pytest.mark.parametrize("day,needle", [("notaday", "--day 'notaday': expected a date YYYY-MM-DD"),
+                                        ("2020-1-10", "--day '2020-1-10': expected a date YYYY-MM-DD"),
+                                        ("2030-01-01", "--day 2030-01-01: session demo has bars from 2018-01-02 to "
+                                                       "2020-01-10"),
+                                        ("2017-12-29", "has bars from 2018-01-02")])
+def test_digest_day_outside_the_session_or_not_a_date_is_an_error(session, day, needle):
+    """A bad --day used to print a digest of nothing under that day's name, exit 0."""
+    r = cli("report", "demo", "--no-html", "--day", day, ledgers=session)
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("error: ") and needle in r.stderr
+
+
+def test_digest_of_a_day_without_a_bar_says_so(session):
+    sat = cli("report", "demo", "--no-html", "--day", "2019-12-07", ledgers=session)  # a Saturday
+    assert sat.returncode == 0, sat.stderr
+    assert "no bar on this day" in sat.stdout.splitlines()[0]
+    fri = json.loads(cli("report", "demo", "--no-html", "--digest", "json", "--day", "2019-12-06", ledgers=session).stdout)
+    d = json.loads(cli("report", "demo", "--no-html", "--digest", "json", "--day", "2019-12-07", ledgers=session).stdout)
+    assert (fri["bars"], d["bars"], d["pnl"], d["fills"]) == (1, 0, 0.0, [])
+    assert d["equity"] == fri["equity"]
+
+
+def test_negative_rows_is_an_error(session):
+    r = cli("orders", "demo", "--rows", "-1", ledgers=session)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "--rows" in r.stderr and r.stdout == ""
+
+
+def test_force_new_keeps_the_stored_settings_not_given(tmp_path):
+    """--force-new after the changed-setting error restarts the same session with only that option
+    changed (it used to fall back to every default: simple_ma on all 30 sample symbols)."""
+    r = cli("run", "--session", "f", *BASE, "--end", "2018-06-30", "--strategy", "simple_ma", "--param", "fast=5",
+            ledgers=tmp_path)
+    assert r.returncode == 0, r.stderr
+    new = cli("run", "--session", "f", "--commission", "0.01", "--force-new", "-q", ledgers=tmp_path)
+    assert new.returncode == 0, new.stderr
+    m = meta(ledger_path(tmp_path, "f"))
+    s = json.loads(m["settings"])
+    assert (m["strategy"], json.loads(m["symbols"]), s["end"], s["commission"]) == ("simple_ma", ["AAPL", "MSFT"],
+                                                                                   "2018-06-30", 0.01)
+    assert json.loads(m["params"]) == {"fast": 5, "slow": 30}
+    p = cli("run", "--session", "f", "--param", "slow=40", "--force-new", "-q", ledgers=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(meta(ledger_path(tmp_path, "f"))["params"]) == {"fast": 5, "slow": 40}
+    other = cli("run", "--session", "f", "--strategy", "momentum", "--force-new", "-q", ledgers=tmp_path)
+    assert other.returncode == 0, other.stderr  # another strategy: its own defaults, not fast/slow
+    m = meta(ledger_path(tmp_path, "f"))
+    assert m["strategy"] == "momentum" and "fast" not in json.loads(m["params"])
+    assert json.loads(m["symbols"]) == ["AAPL", "MSFT"] and json.loads(m["settings"])["commission"] == 0.01
 
 
 def test_resume_with_a_later_end_is_a_changed_setting(tmp_path):

@@ -68,6 +68,9 @@ def test_weights_session_orders_are_rebalances_filled_after_their_row(tmp_path):
     t = cli("trades", "w", "--format", "json", "--rows", "1000", ledgers=tmp_path)
     reasons = {x["exit_reason"] for x in json.loads(t.stdout)["trades"]}
     assert reasons <= {"signal", "reverse", "open"} and "signal" in reasons
+    listed = cli("sessions", ledgers=tmp_path).stdout.splitlines()  # the strategy path was cut at 15 characters
+    assert listed[0].split() == ["session", "status", "strategy", "symbols", "equity", "return", "last", "bar"]
+    assert listed[1].split()[:4] == ["w", "stopped", ROTATION, "4"]
 
 
 def test_weights_kills_then_resume_equal_an_uninterrupted_run(tmp_path):
