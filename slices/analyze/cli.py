@@ -440,10 +440,9 @@ def report(names, strategy_refs, params, allow_short, long_only, fmt, out, req, 
 @click.option("--allow-short", is_flag=True, help="Keep short targets (-1) and negative weights; without it they mean flat / 0.")
 @click.option(
     "--leverage",
-    default=1.0,
-    show_default=True,
+    default=None,
     type=click.FloatRange(1.0),
-    help="Weights form: the largest sum of |weights| allowed in a row.",
+    help="Weights form: the largest sum of |weights| allowed in a row [default: 1].",
 )
 @click.option("--rows", "-n", default=10, show_default=True, type=click.IntRange(1), help="Last bars shown per symbol in table format.")
 @common_options
@@ -455,8 +454,10 @@ def signals(names, strategy_ref, params, allow_short, leverage, rows, fmt, out, 
 
     path = check_out(out, "series")
     ((strat, prm),) = _strategies((strategy_ref,), params)
+    if leverage is not None and strat.form == "targets":  # contract 5: an option of the other form is an error
+        raise AnalyzeError(f"--leverage applies to weights (portfolio) strategies only; {strat.label} is a targets strategy")
     loaded = load(names, req)
-    frame = strategy_signals(strat, prm, loaded.bars, allow_short, leverage)
+    frame = strategy_signals(strat, prm, loaded.bars, allow_short, leverage or 1.0)
     value = "weight" if strat.form == "weights" else "target"
     if path:
         write_series(frame, path)

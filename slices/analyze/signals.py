@@ -22,13 +22,22 @@ from slices.analyze.strategies import (
 LABELS = {1: "long", -1: "short", 0: "flat"}
 
 
+def check_history(strat: Strategy, need: int, bars: dict[str, pl.DataFrame]) -> None:
+    """AnalyzeError naming the first symbol (alphabetically) with fewer than ``need`` bars
+    (``lookback(params)``), in the backtest's words (SLICES.md contract 5)."""
+    for symbol in sorted(bars):
+        b = bars[symbol]
+        if b.height < need:
+            since = f" from {b['timestamp'][0]:%Y-%m-%d}" if b.height else ""
+            raise AnalyzeError(f"{symbol}: {b.height:,} bars{since}, fewer than the {need:,} that {strat.label} needs "
+                               "(use a longer --start/--end span or smaller --param windows)")
+
+
 def symbol_targets(strat: Strategy, params: dict, bars: pl.DataFrame, symbol: str, allow_short: bool) -> np.ndarray:
     """Targets (int8, T) of a signal-form strategy on one symbol's bars, after the long-only rule
     unless ``allow_short``. Raises StrategyError for a bad return or an exception inside the
     strategy, AnalyzeError when the symbol has fewer bars than ``lookback(params)``."""
-    need = strat.needed_bars(params)
-    if bars.height < need:
-        raise AnalyzeError(f"{strat.label}: {symbol}: {bars.height:,} bars, the strategy needs {need:,} (lookback)")
+    check_history(strat, strat.needed_bars(params), {symbol: bars})
     t = call_targets(strat, bar_dict(bars, symbol), params)
     return t if allow_short else long_only(t)
 
@@ -52,10 +61,8 @@ def strategy_signals(
             for s, b in bars.items()
         ]
         return pl.concat(parts).sort("symbol", "timestamp", maintain_order=True)
+    check_history(strat, strat.needed_bars(params), bars)
     panel = panel_dict(bars)
-    need = strat.needed_bars(params)
-    if len(panel["timestamp"]) < need:
-        raise AnalyzeError(f"{strat.label}: {len(panel['timestamp']):,} bars, the strategy needs {need:,} (lookback)")
     w = call_weights(strat, panel, params)
     if not allow_short:
         neg = np.nan_to_num(w, nan=0.0) < 0

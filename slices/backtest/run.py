@@ -77,7 +77,7 @@ def backtest(
     counts = bars.group_by("symbol").agg(pl.len(), pl.col("timestamp").first()).sort("symbol")
     short = counts.filter(pl.col("len") < need)
     if short.height:
-        msgs = [f"{s}: {n} bars from {t:%Y-%m-%d}, fewer than the {need} that {strat.label} needs" for s, n, t in short.iter_rows()]
+        msgs = [f"{s}: {n:,} bars from {t:%Y-%m-%d}, fewer than the {need:,} that {strat.label} needs" for s, n, t in short.iter_rows()]
         if symbols is not None or short.height == counts.height:
             raise DataError(msgs[0] + " (use a longer --start/--end span or smaller --param windows)")
         for (s, _, _), m in zip(short.iter_rows(), msgs):

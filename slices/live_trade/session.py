@@ -970,7 +970,7 @@ def check_form_options(strat, s: dict) -> None:
         for key, opt in WEIGHTS_ONLY:
             if s.get(key) not in (None, False):
                 raise ValueError(f"{opt} applies to weights (portfolio) strategies only; {strat.label} is a targets "
-                                 "(per-symbol signal) strategy")
+                                 "strategy")
         return
     lev, thr = s.get("leverage"), s.get("rebalance_threshold")
     if lev is not None and not (math.isfinite(lev) and lev >= 1):
@@ -1060,10 +1060,12 @@ def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpac
     report.warnings.extend(rep.warnings)
     s["timeframe"] = rep.timeframe
     need = strat.needed_bars(params)
+    short = bars.group_by("symbol").agg(pl.len(), pl.col("timestamp").first()).sort("symbol").filter(pl.col("len") < need)
+    if short.height:  # before any targets call, in the backtest's words
+        sym, n, first = short.row(0)
+        raise DataError(f"{sym}: {n:,} bars from {first:%Y-%m-%d}, fewer than the {need:,} that {strat.label} needs "
+                        "(use a longer --start/--end span or smaller --param windows)")
     frames = symbol_frames(bars, strat, params)
-    short = [f"{k}: {v['close'].size} bars" for k, v in frames.items() if v["close"].size < need]
-    if short:
-        raise DataError(f"{short[0]}, fewer than the {need} that {strat.label} needs")
     s["symbols"] = sorted(frames)
     s["params"] = params
     dry_run = s["dry_run"]

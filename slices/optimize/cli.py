@@ -165,6 +165,8 @@ def search(out, resume, no_report, fmt, quiet, debug, **kw):
     strat, _ = resolve_params(s.strategy, {})
     dims, _ = check_settings(s, strat)
     result, prep = run_search(s, out=Path(out), resume=resume, quiet=quiet, strat=strat)
+    if result.complete and result.rejected and not result.params:
+        raise ValueError(result.rejected[0][1])  # validate refused every combination: nothing was searched
     echo_notes(prep.report)
     if result.rejected:
         click.echo(f"note: {len(result.rejected):,} combination(s) rejected by {strat.label} "

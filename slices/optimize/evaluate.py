@@ -89,7 +89,7 @@ def prepare(strat: Strategy, cfg: Config, spec: DataSpec, need: int) -> Prepared
     counts = bars.group_by("symbol").agg(pl.len(), pl.col("timestamp").first()).sort("symbol")
     short = counts.filter(pl.col("len") < need)
     if short.height:
-        msgs = [f"{s}: {n} bars from {t:%Y-%m-%d}, fewer than the {need} that {strat.label} needs" for s, n, t in short.iter_rows()]
+        msgs = [f"{s}: {n:,} bars from {t:%Y-%m-%d}, fewer than the {need:,} that {strat.label} needs" for s, n, t in short.iter_rows()]
         if spec.symbols is not None or short.height == counts.height:
             raise DataError(msgs[0] + " (use a longer --start/--end span or smaller --param windows)")
         for (s, _, _), m in zip(short.iter_rows(), msgs):
@@ -202,8 +202,8 @@ CACHE_BYTES = 512 * 2**20  # indicators kept across the batches of a sweep, at m
 def evaluate_many(prep: Prepared, combos: list[dict]) -> list[tuple[dict | None, np.ndarray | None, str | None]]:
     """:func:`evaluate` over ``combos`` with indicators memoised across them and across the
     batches of the sweep (``prep.cache``, cleared when over :data:`CACHE_BYTES`). A combination the
-    strategy rejects (its validate or a bad output) gives ``(None, None, message)``, the others
-    ``(metrics, equity, None)``."""
+    strategy's validate rejects gives ``(None, None, message)``, the others ``(metrics, equity,
+    None)``; a bad output or an exception inside the strategy raises StrategyError (contract 5)."""
     out = []
     if sum(v[1].nbytes for v in prep.cache.values()) > CACHE_BYTES:
         prep.cache.clear()
@@ -211,8 +211,9 @@ def evaluate_many(prep: Prepared, combos: list[dict]) -> list[tuple[dict | None,
         for p in combos:
             try:
                 prep.strat.check(p)
-                m, eq = evaluate(prep, p)
-                out.append((m, eq, None))
             except ValueError as exc:
                 out.append((None, None, str(exc)))
+                continue
+            m, eq = evaluate(prep, p)  # a bad output raises StrategyError: the file is broken (contract 5)
+            out.append((m, eq, None))
     return out

@@ -208,7 +208,7 @@ def check_lookback(bars: pl.DataFrame, strat, params: dict, cfg: Config, named: 
     counts = bars.group_by("symbol").agg(pl.len(), pl.col("timestamp").first()).sort("symbol")
     short = counts.filter(pl.col("len") < need)
     if short.height:
-        msgs = [f"{s}: {n} bars from {t:%Y-%m-%d}, fewer than the {need} that {label} needs" for s, n, t in short.iter_rows()]
+        msgs = [f"{s}: {n:,} bars from {t:%Y-%m-%d}, fewer than the {need:,} that {label} needs" for s, n, t in short.iter_rows()]
         if named or short.height == counts.height:
             raise DataError(msgs[0] + " (use a longer --start/--end span or smaller --param windows)")
         report.warnings.extend(m + "; symbol excluded" for m in msgs)

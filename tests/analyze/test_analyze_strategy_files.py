@@ -218,7 +218,7 @@ def test_missing_file_undeclared_and_mistyped_params_validate(no_store, tmp_path
     one_line_error(run("signals", "AAPL", "--strategy", path, "--param", "short=maybe"), "--param short=maybe: expected true/false")
     one_line_error(run("signals", "AAPL", "--strategy", path, "--param", "band=inf"), "--param band=inf: expected a finite number")
     one_line_error(run("signals", "AAPL", "--strategy", path, "--param", "n=1"), "cross_up.py: n must be >= 2")
-    one_line_error(run("signals", "AAPL", "--strategy", path, "--param", "n=2000"), "AAPL: 1,259 bars, the strategy needs 2,000")
+    one_line_error(run("signals", "AAPL", "--strategy", path, "--param", "n=2000"), "AAPL: 1,259 bars from 2015-01-12, fewer than the 2,000")
 
 
 def test_debug_shows_the_strategy_traceback(no_store, tmp_path):

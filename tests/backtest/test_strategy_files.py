@@ -156,7 +156,7 @@ def test_built_ins_have_the_strategy_file_interface():
     ("x = 1 / 0\nPARAMS = {}\n", [":1: error while loading: ZeroDivisionError"]),
     ("PARAMS = {'n': 3}\ndef validate(p):\n    raise ValueError('n must be even\\nsecond line')\ndef targets(b, p):\n    return 0\n",
      [": n must be even"]),
-    ("PARAMS = {}\ndef lookback(p):\n    return 100000\ndef targets(b, p):\n    return 0\n", ["fewer than the 100000"]),
+    ("PARAMS = {}\ndef lookback(p):\n    return 100000\ndef targets(b, p):\n    return 0\n", ["fewer than the 100,000"]),
     ("PARAMS = {}\ndef lookback(p):\n    return 'ten'\ndef targets(b, p):\n    return 0\n", ["lookback", "integer"]),
 ])
 def test_bad_strategy_files_are_one_line_errors_naming_the_file(tmp_path, body, needles):

@@ -185,7 +185,7 @@ def test_weights_options_of_the_other_form_and_bad_rows_are_one_line_errors(tmp_
                 *extra)
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
         assert r.stderr == f"error: {extra[0]} applies to weights (portfolio) strategies only; {STRATEGY} is a targets " \
-                           "(per-symbol signal) strategy\n"
+                           "strategy\n"
     r = cli("run", "--session", "x", "--replay", "--data", data, "--strategy", WEIGHTS, "--param", "a=1.5",
             "--ledgers", tmp_path / "led")
     assert r.returncode == 2 and r.stderr == (f"error: {WEIGHTS}: weights row 0 (2024-03-04T14:30:00Z): sum of |weights| "
