@@ -14,12 +14,12 @@ Parity with the backtest slice (the portfolio metrics of ``metrics.json`` to 1e-
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
-from . import fast
 from .bars import DataError, LoadReport, load_bars
 from .engine import Config, Panel, compute_weights, ffill, simulate, simulate_weights
 from .metrics import all_metrics, periods_per_year
@@ -61,6 +61,7 @@ class Prepared:
     timeframe: str
     report: LoadReport = field(default_factory=LoadReport)
     frozen: object = field(default=None, repr=False)  # fast.Frozen of the panel, built at the first fast run
+    use_fast: bool = True  # targets strategies on the compiled path (the search turns it off for small sweeps)
     cache: dict = field(default_factory=dict, repr=False)  # indicators of this sweep (evaluate_many)
 
     def slice(self, lo: int, hi: int) -> "Prepared":
@@ -144,6 +145,7 @@ def signals_of(prep: Prepared, params: dict) -> np.ndarray:
 
 
 _ENGINE_ONLY = False  # tests set it to run the event engine where the fast path would apply
+NUMBA = importlib.util.find_spec("numba") is not None  # without importing it (0.35 s)
 
 
 def run_signals(prep: Prepared, signals: np.ndarray) -> tuple[dict, np.ndarray]:
@@ -152,10 +154,13 @@ def run_signals(prep: Prepared, signals: np.ndarray) -> tuple[dict, np.ndarray]:
     equity (T,) currency at each close).
 
     Targets strategies take the fast path (:func:`.fast.simulate_targets`, compiled with numba;
-    every option of the signal form), weights strategies and a missing numba the event engine
-    (:func:`.engine.simulate`, :func:`.engine.simulate_weights`); both give the same metrics."""
+    every option of the signal form) unless ``prep.use_fast`` is off (small sweeps, where loading
+    numba costs more than it saves); those, weights strategies and a missing numba the event
+    engine (:func:`.engine.simulate`, :func:`.engine.simulate_weights`); both give the same metrics."""
     cfg = prep.cfg
-    if prep.strat.form == "targets" and fast.AVAILABLE and not _ENGINE_ONLY:
+    if prep.strat.form == "targets" and prep.use_fast and NUMBA and not _ENGINE_ONLY:
+        from . import fast  # numba and the cached kernels load here, only when used (about 0.7 s)
+
         if prep.frozen is None:
             prep.frozen = fast.Frozen(prep.panel)
         equity, gross, pnl, ret = fast.simulate_targets(prep.frozen, signals, prep.atrs, cfg)
@@ -190,6 +195,7 @@ def evaluate_window(prep: Prepared, params: dict, lo: int, hi: int) -> tuple[dic
     are left out. Returns (metrics, equity, the window's Prepared)."""
     sig = signals_of(prep, params)
     sub = prep.slice(lo, hi)
+    sub.use_fast = prep.use_fast
     cols = [prep.panel.symbols.index(s) for s in sub.panel.symbols]
     sub.atrs = prep.atrs[lo:hi][:, cols]
     m, eq = run_signals(sub, sig[lo:hi][:, cols])

@@ -14,10 +14,9 @@ Sharpe ratios inside both statistics are per bar (not annualised), as in the pap
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
-
-from .fast import jit
 
 OBJECTIVES = ("sharpe", "sortino", "calmar", "cagr", "total_return", "sqn", "profit_factor", "-max_drawdown")
 EULER_GAMMA = 0.5772156649015329
@@ -97,47 +96,44 @@ def deflated_sharpe(best_returns: np.ndarray, trial_sharpes: np.ndarray) -> dict
     return out
 
 
-def _half_sharpe(a, b, n):
-    """Per-bar Sharpe ratio from the sum ``a`` and the sum of squares ``b`` of ``n`` returns
-    (std ddof 1); 0 when the std is below 1e-15."""
+COMPILED_CSCV_CELLS = 2_000_000  # splits x combinations above which loading numba's kernel pays
+
+
+def half_sharpe(a, b, n):
+    """Per-bar Sharpe ratio from the sums ``a`` and sums of squares ``b`` (arrays) of ``n``
+    returns each (std ddof 1); 0 where the std is below 1e-15. The same arithmetic, operation for
+    operation, as the compiled :func:`.fast.cscv_ranks`, so both give identical ranks."""
     var = (b - a * a / n) / (n - 1)
-    sd = np.sqrt(max(var, 0.0))
-    return (a / n) / sd if sd > 1e-15 else 0.0
+    sd = np.sqrt(np.maximum(var, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > 1e-15, (a / n) / sd, 0.0)
 
 
-def _cscv_ranks(codes, lo_tab, hi_tab, h, n):
-    """For each split (``codes``: the in-sample blocks as a bit set), the rank on the other half
-    of the combination with the best Sharpe ratio in sample (the first on ties): the number of
-    combinations below it plus (the number equal, itself included, + 1) / 2. ``lo_tab`` /
-    ``hi_tab`` (2, 2^h, N): sums and sums of squares over each subset of the first / last h
-    blocks."""
+def cscv_ranks(codes, comp, lo_tab, hi_tab, h, n, rows: int = 512):
+    """For each split i (``codes[i]``: its in-sample half J as a bit set over the blocks;
+    ``comp[i]``: the index of its complement J'), the rank on J' of the combination with the best
+    Sharpe ratio on J (the first on ties): the number of combinations below it plus (the number
+    equal, itself included, + 1) / 2. ``lo_tab`` / ``hi_tab`` (2, 2^h, N): sums and sums of
+    squares over each subset of the first / last h blocks. numpy, ``rows`` splits at a time
+    (memory bounded); :func:`.fast.cscv_ranks` is the compiled equivalent."""
     full = (1 << h) - 1
-    N = lo_tab.shape[2]
-    rank = np.empty(codes.size)
-    oos = np.empty(N)
-    for i in range(codes.size):
-        c = codes[i]
-        a_lo, a_hi, b_lo, b_hi = c & full, c >> h, ~c & full, (~c >> h) & full
-        best, best_v = 0, -np.inf
-        for k in range(N):
-            v = _half_sharpe(lo_tab[0, a_lo, k] + hi_tab[0, a_hi, k], lo_tab[1, a_lo, k] + hi_tab[1, a_hi, k], n)
-            if v > best_v:
-                best, best_v = k, v
-            oos[k] = _half_sharpe(lo_tab[0, b_lo, k] + hi_tab[0, b_hi, k], lo_tab[1, b_lo, k] + hi_tab[1, b_hi, k], n)
-        less, same = 0, 0
-        for k in range(N):
-            if oos[k] < oos[best]:
-                less += 1
-            elif oos[k] == oos[best]:
-                same += 1
-        rank[i] = less + (same + 1) / 2.0
+    C = codes.size
+    rank = np.empty(C)
+
+    def sharpe(c):
+        lo, hi = c & full, c >> h
+        return half_sharpe(lo_tab[0][lo] + hi_tab[0][hi], lo_tab[1][lo] + hi_tab[1][hi], n)
+
+    for a in range(0, C, rows):
+        b = min(C, a + rows)
+        best = np.argmax(sharpe(codes[a:b]), axis=1)
+        oos = sharpe(codes[comp[a:b]])
+        ob = oos[np.arange(b - a), best][:, None]
+        rank[a:b] = (oos < ob).sum(axis=1) + ((oos == ob).sum(axis=1) + 1) / 2.0
     return rank
 
 
-_half_sharpe, _cscv_ranks = jit(_half_sharpe), jit(_cscv_ranks)
-
-
-def pbo_cscv(returns: np.ndarray, splits: int = 16) -> dict:
+def pbo_cscv(returns: np.ndarray, splits: int = 16, compiled: bool | None = None) -> dict:
     """Probability of backtest overfitting by CSCV (Bailey, Borwein, Lopez de Prado & Zhu).
 
     ``returns`` (T, N): per-bar returns of the N combinations on a common timeline. The rows are
@@ -149,7 +145,9 @@ def pbo_cscv(returns: np.ndarray, splits: int = 16) -> dict:
     winner is at or below the median out of sample.
 
     Returns ``{"pbo", "splits", "combinations", "logits": [..]}`` (``logits`` of every split);
-    ``pbo`` None when N < 2. Raises ValueError when S is odd, < 2, or the rows are fewer than 2 S."""
+    ``pbo`` None when N < 2. ``compiled``: rank with numba's :func:`.fast.cscv_ranks` (True),
+    numpy's :func:`cscv_ranks` (False), or choose (None: numba when it is loaded already or the
+    work is large); both give identical ranks. Raises ValueError when S is odd, < 2, or the rows are fewer than 2 S."""
     R = np.asarray(returns, dtype=float)
     T, N = R.shape
     if splits < 2 or splits % 2:
@@ -166,15 +164,30 @@ def pbo_cscv(returns: np.ndarray, splits: int = 16) -> dict:
     h = splits // 2
     tables = []
     for part in (slice(0, h), slice(h, splits)):
+        a, b = s1[part], s2[part]
         tab = np.zeros((2, 1 << h, N))
         for k in range(1, 1 << h):
             low = k & -k
-            tab[:, k] = tab[:, k ^ low] + np.stack((s1[part][low.bit_length() - 1], s2[part][low.bit_length() - 1]))
+            j = low.bit_length() - 1
+            tab[0, k] = tab[0, k ^ low] + a[j]
+            tab[1, k] = tab[1, k ^ low] + b[j]
         tables.append(tab)
     every = np.arange(1 << splits)
-    codes = every[sum((every >> i) & 1 for i in range(splits)) == h]  # the halves J as bit sets
+    codes = every[np.bitwise_count(every) == h]  # the halves J as bit sets
     C = codes.size
-    rank = _cscv_ranks(codes, tables[0], tables[1], h, float(h * size))
+    pos = np.empty(1 << splits, dtype=np.int64)
+    pos[codes] = np.arange(C)
+    comp = pos[~codes & ((1 << splits) - 1)]  # index of each split's complement
+    args = (codes, comp, tables[0], tables[1], h, float(h * size))
+    if compiled is None:  # numba when it is loaded already (the fast path) or the work outweighs loading it
+        compiled = "slices.optimize.fast" in sys.modules or C * N > COMPILED_CSCV_CELLS
+    rank = None
+    if compiled:
+        from . import fast
+
+        rank = fast.cscv_ranks(*args) if fast.AVAILABLE else None
+    if rank is None:
+        rank = cscv_ranks(*args)
     w = rank / (N + 1)
     logits = np.log(w / (1 - w))
     return {"pbo": float(np.mean(logits <= 0)), "splits": splits, "combinations": int(C),

@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from . import fast
 from .engine import Config
-from .evaluate import DataSpec, Prepared, evaluate_many, prepare
+from .evaluate import NUMBA, DataSpec, Prepared, evaluate_many, prepare
 from .metrics import METRICS
 from .overfit import OBJECTIVES, bar_returns, bar_sharpe, deflated_sharpe, pbo_cscv, score
 from .space import Constraint, Dimension, grid, grid_size, param_text, parse_space, shell_quote
@@ -128,17 +127,37 @@ def candidates(s: SearchSettings, dims: list[Dimension], constraints: list[Const
 
 # ----------------------------------------------------------------------------- execution
 SMALL_SWEEP_S = 1.0  # below this estimate, forking workers and shipping results costs more than it saves
+FAST_AFTER_S = 0.8  # engine estimate above which loading numba and its cached kernels (~0.7 s) pays
+
+
+def engine_seconds(prep: Prepared, combos: int) -> float:
+    """A rough CPU-time estimate of ``combos`` combinations on the event engine: 1.1 us per bar
+    and symbol each (1.4 ms a combination on 1,259 bars of one symbol, measured on the benchmark
+    machine; benchmarks/optimize_bench.py, README "Speed")."""
+    T, N = prep.panel.close.shape
+    return combos * 1.1e-6 * T * N
 
 
 def fast_seconds(prep: Prepared, combos: int) -> float:
     """A rough CPU-time estimate of ``combos`` combinations on the fast path (targets strategies
-    with numba; infinite otherwise): 0.1 ms per combination plus 0.15 ms per symbol (its targets)
-    plus 5 ns per bar and symbol (the kernel), measured on the benchmark machine
-    (benchmarks/optimize_bench.py; README "Speed")."""
-    if prep.strat.form != "targets" or not fast.AVAILABLE:
-        return math.inf
+    with numba; the engine's estimate otherwise): 0.1 ms per combination plus 0.15 ms per symbol
+    (its targets) plus 5 ns per bar and symbol (the kernel), measured as above."""
+    if prep.strat.form != "targets" or not NUMBA:
+        return engine_seconds(prep, combos)
     T, N = prep.panel.close.shape
     return combos * (1e-4 + 1.5e-4 * N + 5e-9 * T * N)
+
+
+def choose_path(prep: Prepared, combos: int) -> None:
+    """Set ``prep.use_fast``: the compiled path for targets strategies when the sweep on the event
+    engine would take longer than :data:`FAST_AFTER_S` (both paths give the same results; numba
+    is not even imported for a small sweep, which then ends sooner)."""
+    prep.use_fast = prep.strat.form == "targets" and NUMBA and engine_seconds(prep, combos) > FAST_AFTER_S
+
+
+def estimate_seconds(prep: Prepared, combos: int) -> float:
+    """CPU-time estimate of ``combos`` combinations on the path ``prep`` takes."""
+    return fast_seconds(prep, combos) if prep.use_fast else engine_seconds(prep, combos)
 
 
 _WORKER_PREP: Prepared | None = None
@@ -167,7 +186,7 @@ class Executor:
     def __init__(self, prep: Prepared, jobs: int | None, scheduler: str | None, combos: int | None = None):
         self.prep, self.pool, self.client, self.prep_future = prep, None, None, None
         self.jobs = jobs or os.cpu_count() or 1
-        if jobs is None and combos is not None and fast_seconds(prep, combos) < SMALL_SWEEP_S:
+        if jobs is None and combos is not None and estimate_seconds(prep, combos) < SMALL_SWEEP_S:
             self.jobs = 1  # all cores by default, but a sweep this small ends sooner in this process
         if scheduler:
             try:
@@ -183,7 +202,9 @@ class Executor:
         elif self.jobs > 1:
             import multiprocessing as mp
 
-            if prep.strat.form == "targets":
+            if prep.strat.form == "targets" and prep.use_fast and NUMBA:
+                from . import fast
+
                 fast.warm()  # the forked workers inherit the loaded kernels
             from concurrent.futures import ProcessPoolExecutor
 
@@ -319,7 +340,9 @@ def run_search(s: SearchSettings, *, out: Path | None = None, resume: bool = Fal
     done = {json.dumps(p, sort_keys=True) for p in result.params} | {json.dumps(p, sort_keys=True) for p, _ in result.rejected}
     todo = [] if s.method == "bayes" else \
         [(i, p) for i, p in enumerate(candidates(s, dims, constraints)) if json.dumps(p, sort_keys=True) not in done]
-    ex = Executor(prep, s.jobs, s.scheduler, s.trials if s.method == "bayes" else len(todo))
+    combos = s.trials if s.method == "bayes" else len(todo)
+    choose_path(prep, combos)
+    ex = Executor(prep, s.jobs, s.scheduler, combos)
     try:
         if s.method == "bayes":
             _bayes(s, dims, constraints, ex, result, ckpt, quiet)

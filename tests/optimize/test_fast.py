@@ -195,3 +195,37 @@ def test_indicators_are_computed_once_per_window_across_batches(monkeypatch):
     assert again[0][0] == first[1][0] and again[1][0] == first[0][0]
     evaluate_many(prep, [{"fast": 7, "slow": 30}])
     assert computed == [7, 7]  # the new window only, once per symbol
+
+
+def test_small_sweeps_take_the_engine_without_loading_numba():
+    """A sweep whose event-engine estimate is under FAST_AFTER_S never imports numba (loading it
+    and the cached kernels costs more than the sweep); a large one takes the compiled path. The
+    paths give the same metrics (test_fast_path_equals_engine), so only the time differs."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, SAMPLE
+
+    code = ("import sys\n"
+            "from slices.optimize.engine import Config\n"
+            "from slices.optimize.evaluate import DataSpec\n"
+            "from slices.optimize.search import SearchSettings, run_search\n"
+            "for space in (['fast=5:25:5', 'slow=30:100:5'], ['fast=2:41:1', 'slow=45:120:3']):\n"
+            f"    s = SearchSettings(space=space, jobs=1, config=Config(), data=DataSpec(symbols=['AAPL'], store={str(SAMPLE)!r}))\n"
+            "    res, prep = run_search(s)\n"
+            "    print(len(res.params), prep.use_fast, 'numba' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["75 False False", "1040 True True"]
+
+
+def test_small_sweep_choice_follows_the_engine_estimate():
+    from slices.optimize import search
+
+    prep = _sample_prep(["AAPL"])
+    T, N = prep.panel.close.shape
+    edge = search.FAST_AFTER_S / (1.1e-6 * T * N)
+    search.choose_path(prep, int(edge) - 1)
+    assert prep.use_fast is False
+    search.choose_path(prep, int(edge) + 2)
+    assert prep.use_fast is True
