@@ -8,7 +8,8 @@
    writes); measured from the last rename until the ledger's
    `last_bar_time` shows the new bar. Polling every 0.01 s, so the figure is the handling time
    (detect, read the new rows, signals, broker, one transaction) plus at most 10 ms of poll wait.
-   Median and p95 over --bars bars. Target < 50 ms. Also the session process's CPU time per bar
+   Median and p95 over --bars bars (bars where a symbol has no bar, and the bar after, are not
+   timed: the session waits for such a bar until the next lands or a grace period). Target < 50 ms. Also the session process's CPU time per bar
    (utime + stime from /proc, from the first rename to the commit, so it includes a poll or two),
    which load on the machine inflates far less than wall time.
    --strategy picks the strategy of the follow session (default simple_ma; a weights file works).
@@ -92,8 +93,16 @@ def follow(n_bars: int, strategy: str = "simple_ma") -> tuple[list[float], list[
             assert proc.poll() is None, (proc.returncode, proc.stdout.read(), proc.stderr.read())
             time.sleep(0.01)
         lat, cpu = [], []
+        holes = {k for k in range(cut, cut + n_bars) if any(ts[k] not in df["timestamp"] for df in full.values())}
         for k in range(cut, cut + n_bars):
             frames = {s: df.filter(pl.col("timestamp") <= ts[k]) for s, df in full.items()}
+            if k in holes:
+                # a symbol has no bar at ts[k] (the sample's JNJ lacks 3 days in late 2019): the session
+                # acts on that bar when the next one lands (or after its grace period), so it is not
+                # timed; nor is the next bar, which then carries two
+                for s, df in frames.items():
+                    _write(folder, s, df)
+                continue
             want = ts[k].strftime("%Y-%m-%dT%H:%M:%S.000000Z")
             for s, df in frames.items():  # written first, then renamed in a burst (each atomically)
                 df.write_parquet(folder / f".{s}.parquet.bench.tmp")
@@ -103,8 +112,9 @@ def follow(n_bars: int, strategy: str = "simple_ma") -> tuple[list[float], list[
             t0 = time.perf_counter()
             while _last_bar(path) != want:
                 time.sleep(0.0005)
-            lat.append(time.perf_counter() - t0)
-            cpu.append(_cpu(proc.pid) - c0)
+            if k - 1 not in holes:
+                lat.append(time.perf_counter() - t0)
+                cpu.append(_cpu(proc.pid) - c0)
             time.sleep(0.05)
         proc.terminate()
         proc.wait(timeout=30)
@@ -129,7 +139,7 @@ def main() -> None:
     p95 = sorted(f)[max(0, int(round(0.95 * len(f))) - 1)]
     print(f"follow ({a.strategy}), one bar of 30 symbols, last rename -> bar in the ledger: median "
           f"{statistics.median(f) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms (min {min(f) * 1000:.0f}, max {max(f) * 1000:.0f}, "
-          f"{a.bars} bars)  target < 50 ms; session CPU per bar median {statistics.median(c) * 1000:.0f} ms "
+          f"{len(f)} bars timed of {a.bars})  target < 50 ms; session CPU per bar median {statistics.median(c) * 1000:.0f} ms "
           f"(max {max(c) * 1000:.0f})")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 

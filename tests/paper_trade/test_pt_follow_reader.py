@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pt_helpers import sample_bars, write_store
 from slices.paper_trade.bars import LoadReport, data_warnings, row_problems, suspicious_reasons
-from slices.paper_trade.session import BAR_KEYS, _clean, _read_new
+from slices.paper_trade.session import BAR_KEYS, _clean, _read_many, _read_new
 
 DAY = 86_400_000_000
 T0 = int(datetime(2020, 1, 2, tzinfo=timezone.utc).timestamp() * 1_000_000)
@@ -78,3 +78,28 @@ def test_read_new_takes_only_the_rows_after_the_last_one_read(tmp_path):
     write_store(tmp_path, "AAPL", bars.with_columns(pl.col("volume").cast(pl.Float32)))
     new, n_old = _read_new(path, "AAPL", int(t[28]), None)
     assert n_old == 29 and new["timestamp"].tolist() == t[29:].tolist() and new["volume"].dtype == np.float64
+
+
+def test_read_many_equals_reading_each_file(tmp_path):
+    """One multi-file scan gives each file's rows exactly as reading it alone; a file with another
+    layout (an extra column) or an empty one makes it give up ({}), so each file is read by
+    itself, with its own error messages."""
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[2] / "slices" / "sample" / "bars" / "1d"
+    paths = {p.stem: p for p in sorted(sample.glob("*.parquet"))[:6]}
+    got = _read_many(paths)
+    assert list(got) == list(paths)
+    for sym, p in paths.items():
+        after = int(pl.read_parquet(p)["timestamp"].to_physical()[-4])
+        alone, n_alone = _read_new(p, sym, after, None)
+        batch, n_batch = _read_new(p, sym, after, None, got[sym])
+        assert n_alone == n_batch and alone["timestamp"].size == 3
+        assert all(np.array_equal(alone[k], batch[k], equal_nan=True) for k in alone)
+    odd = tmp_path / "ODD.parquet"
+    pl.read_parquet(paths["AAPL"]).with_columns(pl.lit(1.0).alias("adj_close")).write_parquet(odd)
+    assert _read_many({**paths, "ODD": odd}) == {}
+    empty = tmp_path / "EMPTY.parquet"
+    pl.read_parquet(paths["AAPL"]).head(0).write_parquet(empty)
+    assert _read_many({**paths, "EMPTY": empty}) == {}
+    assert _read_many({"AAPL": paths["AAPL"]}) == {}  # one file: read it directly
