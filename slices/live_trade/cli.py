@@ -21,7 +21,6 @@ from .risk import Limits
 
 COMMA_HINT = "hint: --symbols takes one comma list: --symbols AAPL,MSFT"
 CONTEXT = {"help_option_names": ["-h", "--help"]}
-MAX_WARNINGS_SHOWN = 8
 
 
 class _Group(click.Group):
@@ -58,6 +57,33 @@ class _Group(click.Group):
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
 
+
+
+SUMMARISED = {  # warning kinds shown as one line with a count when they concern several symbols (SLICES.md style)
+    "zero_volume": "zero-volume bars", "ohlc": "open/close outside low..high", "gap": "gaps in the bars",
+    "missing_volume": "missing volume set to 0",
+}
+
+
+def echo_warnings(warnings: list[str], findings: list[tuple[str, str, str]]) -> None:
+    """Warnings on stderr, as every slice prints them (SLICES.md "Command-line style"): each in
+    full (exclusions, untaken signals and every other kind), except the kinds of
+    :data:`SUMMARISED` (``findings``: the loader's ``(kind, symbol, text)``), shown as one line per
+    kind when several symbols have them: ``warning: 14 symbols with zero-volume bars (AET, ...)``."""
+    grouped: dict[str, list[tuple[str, str]]] = {}
+    for kind, sym, text in findings:
+        if kind in SUMMARISED:
+            grouped.setdefault(kind, []).append((sym, text))
+    summarised = {text for items in grouped.values() if len(items) > 1 for _, text in items}
+    for text in warnings:
+        if text not in summarised:
+            click.echo(f"warning: {text}", err=True)
+    for kind, items in grouped.items():
+        if len(items) > 1:
+            syms = [s for s, _ in items if s]
+            names = ", ".join(syms[:6]) + (", ..." if len(syms) > 6 else "")
+            what = f"{len(syms):,} symbols" if syms else f"{len(items):,} files"
+            click.echo(f"warning: {what} with {SUMMARISED[kind]}" + (f" ({names})" if syms else ""), err=True)
 
 def _symbols(values) -> list[str] | None:
     if not values:
@@ -243,10 +269,7 @@ def run(session, strategy, params, symbols, timeframe, follow, start, end, data,
                       bars_factory=bars_factory, on_start=on_start)
     for line in res.notes:
         click.echo(line if line.startswith("note:") else f"note: {line}", err=True)
-    for line in res.warnings[:MAX_WARNINGS_SHOWN]:
-        click.echo(f"warning: {line}", err=True)
-    if len(res.warnings) > MAX_WARNINGS_SHOWN:
-        click.echo(f"warning: ... and {len(res.warnings) - MAX_WARNINGS_SHOWN:,} more", err=True)
+    echo_warnings(res.warnings, res.findings)
     doc = _status(path)
     doc["bars_processed"] = res.bars_done
     if fmt == "json":

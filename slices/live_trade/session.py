@@ -82,6 +82,7 @@ class RunResult:
     dry_run: bool
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    findings: list[tuple[str, str, str]] = field(default_factory=list)  # the loader's (kind, symbol, text)
 
 
 def control_files(path: Path) -> dict[str, Path]:
@@ -1058,13 +1059,18 @@ def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpac
                           keep_suspicious=s["keep_suspicious"])
     report.notes.extend(rep.notes)
     report.warnings.extend(rep.warnings)
+    report.findings.extend(rep.findings)
     s["timeframe"] = rep.timeframe
     need = strat.needed_bars(params)
-    short = bars.group_by("symbol").agg(pl.len(), pl.col("timestamp").first()).sort("symbol").filter(pl.col("len") < need)
-    if short.height:  # before any targets call, in the backtest's words
-        sym, n, first = short.row(0)
-        raise DataError(f"{sym}: {n:,} bars from {first:%Y-%m-%d}, fewer than the {need:,} that {strat.label} needs "
-                        "(use a longer --start/--end span or smaller --param windows)")
+    counts = bars.group_by("symbol").agg(pl.len(), pl.col("timestamp").first()).sort("symbol")
+    short = counts.filter(pl.col("len") < need)
+    if short.height:  # before any targets call, as backtest: a named symbol is an error, an unnamed one left out
+        msgs = [f"{x}: {n:,} bars from {t:%Y-%m-%d}, fewer than the {need:,} that {strat.label} needs"
+                for x, n, t in short.iter_rows()]
+        if s["symbols"] or short.height == counts.height:
+            raise DataError(msgs[0] + " (use a longer --start/--end span or smaller --param windows)")
+        report.warnings.extend(m + "; symbol excluded" for m in msgs)
+        bars = bars.filter(~pl.col("symbol").is_in(short["symbol"].to_list()))
     frames = symbol_frames(bars, strat, params)
     s["symbols"] = sorted(frames)
     s["params"] = params
@@ -1163,7 +1169,8 @@ def run_session(name: str, s: dict, limits: Limits, *, ledgers_path: Path, alpac
                        + (" (stop requested)" if sess.stop_requested else ""), cur)
             sess.save_meta(cur, status=final)
         stop_file.unlink(missing_ok=True)
-        return RunResult(name, ledgers_path, done, final, sess.state, dry_run, report.notes, report.warnings)
+        return RunResult(name, ledgers_path, done, final, sess.state, dry_run, report.notes, report.warnings,
+                         report.findings)
     except BaseException as exc:
         if writer.conn is not None:
             try:

@@ -53,6 +53,33 @@ class _Group(click.Group):
         return rv
 
 
+
+SUMMARISED = {  # warning kinds shown as one line with a count when they concern several symbols (SLICES.md style)
+    "zero_volume": "zero-volume bars", "ohlc": "open/close outside low..high", "gap": "gaps in the bars",
+    "missing_volume": "missing volume set to 0",
+}
+
+
+def echo_warnings(warnings: list[str], findings: list[tuple[str, str, str]]) -> None:
+    """Warnings on stderr, as every slice prints them (SLICES.md "Command-line style"): each in
+    full (exclusions, untaken signals and every other kind), except the kinds of
+    :data:`SUMMARISED` (``findings``: the loader's ``(kind, symbol, text)``), shown as one line per
+    kind when several symbols have them: ``warning: 14 symbols with zero-volume bars (AET, ...)``."""
+    grouped: dict[str, list[tuple[str, str]]] = {}
+    for kind, sym, text in findings:
+        if kind in SUMMARISED:
+            grouped.setdefault(kind, []).append((sym, text))
+    summarised = {text for items in grouped.values() if len(items) > 1 for _, text in items}
+    for text in warnings:
+        if text not in summarised:
+            click.echo(f"warning: {text}", err=True)
+    for kind, items in grouped.items():
+        if len(items) > 1:
+            syms = [s for s, _ in items if s]
+            names = ", ".join(syms[:6]) + (", ..." if len(syms) > 6 else "")
+            what = f"{len(syms):,} symbols" if syms else f"{len(items):,} files"
+            click.echo(f"warning: {what} with {SUMMARISED[kind]}" + (f" ({names})" if syms else ""), err=True)
+
 def symbol_list(values) -> list[str] | None:
     """``--symbols`` values (repeatable, each a comma list) as one list; None when not given."""
     if not values:
@@ -133,8 +160,7 @@ def settings_from(kw: dict):
 def echo_notes(report) -> None:
     for line in report.notes:
         click.echo(line, err=True)
-    for w in report.warnings:
-        click.echo(f"warning: {w}", err=True)
+    echo_warnings(report.warnings, report.findings)
 
 
 def _pct(x) -> str:

@@ -196,6 +196,7 @@ def load_session_bars(s: dict, symbols: list[str] | None, start: str | None, rep
     if report is not None:
         report.notes.extend(rep.notes)
         report.warnings.extend(rep.warnings)
+        report.findings.extend(rep.findings)
     return bars, rep
 
 
