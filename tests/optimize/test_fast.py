@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from conftest import ROOT, SAMPLE
 from slices.optimize import evaluate as ev
 from slices.optimize import fast
 from slices.optimize.engine import Config, Panel, simulate
@@ -126,7 +127,6 @@ def test_fast_trades_and_positions_equal_engine(case):
 def test_fast_path_on_the_sample_equals_engine():
     """Real bars (the embedded sample, 5 symbols), every built-in strategy, shorts and stops."""
     from slices.optimize.evaluate import DataSpec, prepare, signals_of
-    from conftest import SAMPLE
 
     for name, params in (("simple_ma", {"fast": 5, "slow": 30}), ("momentum", {"lookback": 20, "threshold": 0.0}),
                          ("mean_reversion", {"window": 20, "z_entry": 2.0, "z_exit": 0.5}),
@@ -152,7 +152,6 @@ def test_run_signals_uses_the_fast_path(monkeypatch):
 
 
 def _sample_prep(symbols: list[str]) -> Prepared:
-    from conftest import SAMPLE
     from slices.optimize.evaluate import DataSpec, prepare
 
     return prepare(STRATEGIES["simple_ma"], Config(), DataSpec(symbols=symbols, store=str(SAMPLE)), 60)
@@ -204,7 +203,6 @@ def test_small_sweeps_take_the_engine_without_loading_numba():
     import subprocess
     import sys
 
-    from conftest import ROOT, SAMPLE
 
     code = ("import sys\n"
             "from slices.optimize.engine import Config\n"

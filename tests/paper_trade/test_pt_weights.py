@@ -8,6 +8,7 @@ import random
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -16,7 +17,7 @@ import pytest
 from pt_helpers import ROOT, SAMPLE, cli, ledger_path, meta, popen, read_tables, sample_bars, write_store
 from pt_helpers import last_bar as _last_bar, wait_until as _wait
 
-ROTATION = str(ROOT / "examples" / "strategies" / "momentum_rotation.py")
+ROTATION = str(Path(__file__).resolve().parent / "strategies" / "momentum_rotation.py")  # the example's copy
 SYMS = ("AAPL", "MSFT", "XOM", "JNJ")
 W_ARGS = ["--symbols", ",".join(SYMS), "--strategy", ROTATION, "--param", "lookback=10", "--param", "every=3", "-q"]
 
