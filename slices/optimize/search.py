@@ -138,16 +138,6 @@ def engine_seconds(prep: Prepared, combos: int) -> float:
     return combos * 1.1e-6 * T * N
 
 
-def fast_seconds(prep: Prepared, combos: int) -> float:
-    """A rough CPU-time estimate of ``combos`` combinations on the fast path (targets strategies
-    with numba; the engine's estimate otherwise): 0.1 ms per combination plus 0.15 ms per symbol
-    (its targets) plus 5 ns per bar and symbol (the kernel), measured as above."""
-    if prep.strat.form != "targets" or not NUMBA:
-        return engine_seconds(prep, combos)
-    T, N = prep.panel.close.shape
-    return combos * (1e-4 + 1.5e-4 * N + 5e-9 * T * N)
-
-
 def choose_path(prep: Prepared, combos: int) -> None:
     """Set ``prep.use_fast``: the compiled path for targets strategies when the sweep on the event
     engine would take longer than :data:`FAST_AFTER_S` (both paths give the same results; numba
@@ -156,8 +146,13 @@ def choose_path(prep: Prepared, combos: int) -> None:
 
 
 def estimate_seconds(prep: Prepared, combos: int) -> float:
-    """CPU-time estimate of ``combos`` combinations on the path ``prep`` takes."""
-    return fast_seconds(prep, combos) if prep.use_fast else engine_seconds(prep, combos)
+    """CPU-time estimate of ``combos`` combinations on the path ``prep`` takes: the event engine
+    (:func:`engine_seconds`) or the fast path, 0.1 ms per combination plus 0.15 ms per symbol
+    (its targets) plus 5 ns per bar and symbol (the kernel), measured as there."""
+    if not prep.use_fast:
+        return engine_seconds(prep, combos)
+    T, N = prep.panel.close.shape
+    return combos * (1e-4 + 1.5e-4 * N + 5e-9 * T * N)
 
 
 _WORKER_PREP: Prepared | None = None

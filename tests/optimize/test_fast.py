@@ -158,13 +158,13 @@ def _sample_prep(symbols: list[str]) -> Prepared:
 
 
 def test_default_jobs_run_small_sweeps_in_process(monkeypatch):
-    """--jobs not given: all cores, except when the fast-path estimate says the sweep ends sooner
+    """--jobs not given: all cores, except when the estimate says the sweep ends sooner
     in this process; an explicit --jobs is always honoured."""
     from slices.optimize import search
 
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     prep = _sample_prep(["AAPL"])
-    assert search.fast_seconds(prep, 100) < search.SMALL_SWEEP_S
+    assert search.estimate_seconds(prep, 100) < search.SMALL_SWEEP_S
     small = search.Executor(prep, None, None, 100)
     assert small.jobs == 1 and small.pool is None
     small.close()
