@@ -108,6 +108,31 @@ def _complete(times: np.ndarray, timeframe: str) -> np.ndarray:
     return times[(times < times[-1]) | (times + TF_SECONDS[timeframe] * 1_000_000 <= now_us)]
 
 
+def _ready(lasts: np.ndarray, times: np.ndarray, timeframe: str, seen: dict[int, float], grace: float) -> np.ndarray:
+    """The leading run of ``times`` (new timeline times, sorted) that are complete bars;
+    ``lasts`` (N,) int64 us: each followed symbol's newest bar time.
+
+    A time t is complete when every symbol has a bar newer than t; or every symbol has reached t
+    and t's end time (t + timeframe) has passed; or, for a symbol whose file stopped updating,
+    ``grace`` seconds after the session first saw t (``seen``: time -> monotonic seconds), when a
+    newer bar exists or t's end passed. Processing stops at the first time that is not complete
+    (bars are acted on in time order), so a symbol whose file lands a moment after another's still
+    trades on that bar. The same rule as the paper_trade slice's follow loop."""
+    if times.size == 0 or lasts.size == 0:
+        return times[:0]
+    min_last, max_last = lasts.min(), lasts.max()
+    now_us = time.time() * 1e6
+    now_mono = time.monotonic()
+    out = []
+    for t in times.tolist():
+        ended = t + TF_SECONDS[timeframe] * 1_000_000 <= now_us
+        if t < min_last or (t <= min_last and ended) or (now_mono - seen.get(t, now_mono) >= grace and (t < max_last or ended)):
+            out.append(t)
+        else:
+            break
+    return np.array(out, dtype=np.int64)
+
+
 class Session:
     """One live session (see the module docstring). ``alpaca`` None: a dry run without an account
     (no clock: the market-hours gate is off). ``dry_run``: nothing is sent; orders are recorded
@@ -1203,6 +1228,8 @@ def _follow(sess: Session, updates, poll: float, reconcile_every: float, max_idl
     next_rec = time.monotonic() + reconcile_every
     idle_since = time.monotonic()
     first = True
+    seen_at: dict[int, float] = {}  # timeline time -> when the session first saw it (monotonic)
+    grace = max(30.0, 10 * poll)
     while not sess.stop_requested:
         sess.controls()
         sess.drain_stream(updates)
@@ -1221,10 +1248,18 @@ def _follow(sess: Session, updates, poll: float, reconcile_every: float, max_idl
                     sess.frames.update(symbol_frames(bars, sess.strat, sess.params))
                 except DataError as exc:
                     sess.event("warning", "data_gap", f"new bars not used: {exc}")
-            if changed or first or streamed:
+            if changed or first or streamed or seen_at:
                 first = False
-                times = _complete(np.unique(np.concatenate([f["timestamp"] for f in sess.frames.values()])), sess.tf)
-                todo = times[times > sess.last_time] if sess.last_time is not None else times
+                times = np.unique(np.concatenate([f["timestamp"] for f in sess.frames.values()]))
+                fresh = times[times > sess.last_time] if sess.last_time is not None else times
+                now_mono = time.monotonic()
+                for t in fresh.tolist():
+                    seen_at.setdefault(t, now_mono)
+                lasts = np.array([int(f["timestamp"][-1]) for f in sess.frames.values() if f["timestamp"].size],
+                                 dtype=np.int64)
+                todo = _ready(lasts, fresh, sess.tf, seen_at, grace)
+                for t in todo.tolist():
+                    seen_at.pop(t, None)
                 for t in todo:
                     if sess.stop_requested:
                         break
