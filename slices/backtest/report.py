@@ -17,15 +17,48 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-__all__ = ["write_report", "MAX_CHART_SYMBOLS", "MAX_TRADE_ROWS"]
+__all__ = [
+    "write_report", "MAX_CHART_SYMBOLS", "MAX_TRADE_ROWS", "PRICE_BUCKETS", "PRICE_POINTS_PER_PAGE",
+    "EQUITY_BUCKETS", "MARKER_TRADES", "MARKER_TRADES_PER_PAGE",
+]
 
 MAX_CHART_SYMBOLS = 40
 """Price data is embedded for at most this many symbols (most trades first, then alphabetical)."""
 
 MAX_TRADE_ROWS = 2_000
 """The trade table shows at most this many trades (the earliest by entry time)."""
+
+PRICE_BUCKETS = 1_000
+"""Most display buckets for one symbol's close series. A series longer than ``2 * buckets + 2``
+bars is cut into that many equal-COUNT buckets (consecutive runs of ~n / buckets bars, not equal
+time spans) and only each bucket's lowest and highest close are drawn, in time order, plus the
+first and last bar: at most ``2 * buckets + 2`` points, and the global min and max always survive.
+The buckets per symbol are also capped by ``PRICE_POINTS_PER_PAGE`` (see there)."""
+
+PRICE_POINTS_PER_PAGE = 32_000
+"""Close-price points budget of the whole page: each charted symbol gets
+``min(PRICE_BUCKETS, PRICE_POINTS_PER_PAGE // (2 * charted symbols))`` buckets, so 40 charted
+symbols get 400 buckets (800 points) each and the page stays a few MB."""
+
+EQUITY_BUCKETS = 1_000
+"""Display buckets of the equity chart. An equity frame longer than ``2 * EQUITY_BUCKETS + 2``
+rows is cut into that many equal-count buckets and only the bars where equity or drawdown is at
+its bucket minimum or maximum are drawn (plus the first and last bar): at most
+``4 * EQUITY_BUCKETS + 2`` points; the worst-drawdown bar always survives. The benchmark is drawn
+at the same bars."""
+
+MARKER_TRADES = 500
+"""Most trades drawn as markers (one entry and, unless open, one exit marker each) per symbol;
+also capped by ``MARKER_TRADES_PER_PAGE``. When a symbol has more trades, the markers are the
+``budget // 2`` largest by |pnl| plus an evenly spaced sample (by entry time) of the rest of the
+budget, and the page says so next to the price chart. The trade files keep every trade."""
+
+MARKER_TRADES_PER_PAGE = 4_000
+"""Trade-marker budget of the whole page: each charted symbol gets
+``min(MARKER_TRADES, MARKER_TRADES_PER_PAGE // charted symbols)`` trades (100 each for 40)."""
 
 EQUITY_COLUMNS = ("timestamp", "equity", "cash", "gross_exposure", "drawdown", "benchmark")
 TRADE_COLUMNS = (
@@ -134,6 +167,25 @@ def write_report(
     5. the trade table, sortable by clicking a header, at most ``MAX_TRADE_ROWS`` rows (the
        earliest by entry time) with a note when there are more.
 
+    Large runs (e.g. minute bars) stay a few MB (measured: 7.3 MB with 4.8 MB of it plotly.js,
+    for 500 symbols x 500,000 bars and 2,000,000 trades); small ones are drawn in full, unchanged:
+
+    - Prices: a charted symbol with more than ``2 * b + 2`` bars, where
+      ``b = min(PRICE_BUCKETS, PRICE_POINTS_PER_PAGE // (2 * charted symbols))``, is cut into
+      ``b`` equal-count buckets of consecutive bars and only each bucket's lowest and highest
+      close are drawn (in time order) plus the first and last bar, so spikes and the global min
+      and max survive.
+    - Equity chart: more than ``2 * EQUITY_BUCKETS + 2`` rows are cut the same way into
+      ``EQUITY_BUCKETS`` buckets; the bars where equity or drawdown is at its bucket min or max
+      are drawn (benchmark at the same bars), so the worst-drawdown bar is always shown.
+    - Trade markers: at most ``min(MARKER_TRADES, MARKER_TRADES_PER_PAGE // charted symbols)``
+      trades per symbol: past that, the half with the largest |pnl| plus an even sample by entry
+      time.
+    - Each reduction is stated in a note: above the equity chart, and above the price chart for
+      the selected symbol ("AAPL: prices shown as min/max of 400 buckets of ~1,250 bars each
+      ...", "AAPL: 99 of 4,199 trades shown as markers (the largest by |P&L| and an even
+      sample); all are in trades.parquet."). The notes are also in PRICE_DATA as ``note``.
+
     Timestamps are shown as ``YYYY-MM-DD`` when every bar is at midnight (daily data), else as
     ``YYYY-MM-DD HH:MM`` (UTC).
     """
@@ -141,16 +193,21 @@ def write_report(
     _check_columns(equity, trades, prices)
     daily = _all_midnight(equity["timestamp"])
     chart_syms, left_out, trade_counts = _chart_symbols(prices, trades)
+    equity_fig, equity_note = _equity_figure(equity, daily)
+    price_data = _price_data(chart_syms, prices, trades, trade_counts)
+    equity_body = "<div id=\"equity-chart\" class=\"chart\"></div>\n"
+    if equity_note:
+        equity_body = f"<p class=\"note\" id=\"equity-note\">{html.escape(equity_note)}</p>\n" + equity_body
     page = "".join([
         _head_section(title),
         _section("settings", "Run settings", _settings_table(run)),
         _warnings_section(warnings or []),
         _section("metrics", "Portfolio metrics", _metrics_table(metrics)),
         _section("per-symbol", "Per-symbol metrics", _per_symbol_table(per_symbol)),
-        _section("equity", "Equity and drawdown", "<div id=\"equity-chart\" class=\"chart\"></div>\n"),
-        _prices_section(chart_syms, left_out, trade_counts),
+        _section("equity", "Equity and drawdown", equity_body),
+        _prices_section(chart_syms, left_out, trade_counts, price_data),
         _section("trades", f"Trades ({trades.height:,})", _trades_table(trades, daily)),
-        _script_section(_equity_figure(equity, daily), _price_data(chart_syms, prices, trades, trade_counts)),
+        _script_section(equity_fig, price_data),
     ])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
@@ -204,8 +261,12 @@ def _warnings_section(warnings: list[str]) -> str:
     return _section("warnings", f"Warnings ({len(warnings):,})", f"<ul class=\"warnings\">{items}</ul>\n")
 
 
-def _prices_section(chart_syms: list[str], left_out: list[str], trade_counts: Mapping[str, int]) -> str:
-    """Symbol selector and the price chart's container (data comes from PRICE_DATA)."""
+def _prices_section(
+    chart_syms: list[str], left_out: list[str], trade_counts: Mapping[str, int], price_data: dict
+) -> str:
+    """Symbol selector, the downsampling / thinning note and the price chart's container (data
+    comes from PRICE_DATA). The note (``id="price-note"``, only when some symbol has one) shows the
+    selected symbol's ``note``; the page script updates it when the selection changes."""
     if not chart_syms:
         return _section("prices", "Prices, entries and exits", "<p class=\"note\">No price data was given.</p>\n")
     opts = []
@@ -221,6 +282,9 @@ def _prices_section(chart_syms: list[str], left_out: list[str], trade_counts: Ma
             f"<details><summary>Symbols left out ({len(left_out):,})</summary><p class=\"small\">"
             + html.escape(", ".join(left_out)) + "</p></details>\n"
         )
+    if any("note" in d for d in price_data["symbols"]):
+        first = price_data["symbols"][0].get("note", "")
+        body += f"<p class=\"note\" id=\"price-note\">{html.escape(first)}</p>\n"
     return _section("prices", "Prices, entries and exits", body + "<div id=\"price-chart\" class=\"chart\"></div>\n")
 
 
@@ -260,8 +324,12 @@ def _all_midnight(ts: pl.Series) -> bool:
         return True
     if not isinstance(ts.dtype, pl.Datetime):
         return False
-    t = ts.dt.hour().cast(pl.Int64) * 3600 + ts.dt.minute().cast(pl.Int64) * 60 + ts.dt.second().cast(pl.Int64)
-    return bool((t == 0).all()) and bool((ts.dt.nanosecond() == 0).all())
+    # wall-clock ticks since the epoch (time-zone aware -> local wall clock), one integer modulo
+    # per value: ~1 ms for 500,000 bars, where dt.hour()/minute()/... took ~80 ms
+    if ts.dtype.time_zone is not None:
+        ts = ts.dt.replace_time_zone(None)
+    day = 86_400 * {"ns": 10**9, "us": 10**6, "ms": 10**3}[ts.dtype.time_unit]
+    return bool((ts.cast(pl.Int64) % day == 0).all())
 
 
 def _ts_expr(col: str, daily: bool, sep: str = "T") -> pl.Expr:
@@ -274,14 +342,51 @@ def _finite(col: str) -> pl.Expr:
     return pl.when(c.is_finite()).then(c).otherwise(None)
 
 
-def _equity_figure(equity: pl.DataFrame, daily: bool) -> dict:
+def _minmax_rows(df: pl.DataFrame, cols: Iterable[str], buckets: int) -> pl.DataFrame:
+    """Rows of ``df`` (in time order) kept for display: ``df`` itself when it has at most
+    ``2 * buckets + 2`` rows, else min/max bucket downsampling. Row ``r`` of ``n`` falls in bucket
+    ``r * buckets // n`` (equal-COUNT buckets of ~n / buckets consecutive rows, not equal time
+    spans); per bucket and per column of ``cols`` (numeric; nulls and NaN ignored) the first row
+    holding the bucket minimum and the first holding the maximum are kept, plus the first and last
+    row; kept rows stay in their original order. So every column's global min and max survive, and
+    at most ``2 * len(cols) * buckets + 2`` rows are returned. Vectorised numpy (reduceat), a few
+    ms for 500,000 rows."""
+    n = df.height
+    if n <= 2 * buckets + 2:
+        return df
+    starts = (np.arange(buckets, dtype=np.int64) * n + buckets - 1) // buckets  # first row of each bucket
+    bucket = np.repeat(np.arange(buckets), np.diff(np.append(starts, n)))
+    keep = np.zeros(n, dtype=bool)
+    keep[[0, n - 1]] = True
+    for c in cols:
+        y = df[c].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        for ext in (np.fmin, np.fmax):
+            hit = np.flatnonzero(y == ext.reduceat(y, starts)[bucket])  # NaN never equals
+            first = np.ones(hit.size, dtype=bool)
+            first[1:] = bucket[hit[1:]] != bucket[hit[:-1]]
+            keep[hit[first]] = True
+    return df.filter(pl.Series(keep))
+
+
+def _equity_figure(equity: pl.DataFrame, daily: bool) -> tuple[dict, str]:
+    """The equity chart (strategy, benchmark, drawdown in percent) as plotly figure JSON, and a
+    note (plain text, "" when not needed) saying how it was downsampled (``EQUITY_BUCKETS``)."""
     df = equity.select(
-        _ts_expr("timestamp", daily).alias("x"),
+        pl.col("timestamp"),
         _finite("equity").round(2).alias("equity"),
         _finite("benchmark").round(2).alias("benchmark"),
         (_finite("drawdown") * 100).round(4).alias("dd"),
     )
-    x = df["x"].to_list()
+    note = ""
+    if df.height > 2 * EQUITY_BUCKETS + 2:
+        n = df.height
+        df = _minmax_rows(df, ("equity", "dd"), EQUITY_BUCKETS)
+        note = (
+            f"Equity, benchmark and drawdown shown as min/max of {EQUITY_BUCKETS:,} buckets of "
+            f"~{n / EQUITY_BUCKETS:,.0f} bars each ({df.height:,} of {n:,} bars drawn: the bars with "
+            f"each bucket's lowest and highest equity and drawdown, so the worst drawdown is shown)."
+        )
+    x = df.select(_ts_expr("timestamp", daily))["timestamp"].to_list()
     data = [
         {"type": "scatter", "mode": "lines", "name": "Strategy", "x": x,
          "y": df["equity"].to_list(), "line": {"color": "#1f77b4", "width": 1.8},
@@ -304,7 +409,7 @@ def _equity_figure(equity: pl.DataFrame, daily: bool) -> dict:
                    "rangemode": "tozero"},
         "plot_bgcolor": "#ffffff",
     }
-    return {"data": data, "layout": layout}
+    return {"data": data, "layout": layout}, note
 
 
 def _chart_symbols(
@@ -322,45 +427,64 @@ def _price_data(
     syms: list[str], prices: Mapping[str, pl.DataFrame], trades: pl.DataFrame,
     counts: Mapping[str, int],
 ) -> dict:
+    """PRICE_DATA for the page: per charted symbol ``s`` (symbol), ``n`` (its trade count),
+    ``x`` / ``y`` (close series, min/max-downsampled past the budget, see ``PRICE_BUCKETS``),
+    ``le`` / ``se`` / ``ex`` ([x, y, hover text] of long entries, short entries, exits; thinned
+    past ``MARKER_TRADES``) and, only when something was downsampled or thinned, ``note`` (plain
+    text for the reader)."""
     if not syms:
         return {"symbols": [], "layout": {}}
-    bars = pl.concat([
-        prices[s].select(
-            pl.lit(i, dtype=pl.Int32).alias("i"),
+    buckets = min(PRICE_BUCKETS, PRICE_POINTS_PER_PAGE // (2 * len(syms)))
+    series: list[pl.DataFrame] = []
+    daily_by_sym: list[int] = []   # per-symbol time format: all-midnight bars are shown as dates
+    notes: dict[int, list[str]] = {}
+    for i, s in enumerate(syms):
+        f = prices[s].select(
             _utc_us(pl.col("timestamp"), prices[s].schema["timestamp"]),
-            pl.col("close").cast(pl.Float64),
+            _finite("close").alias("y"),
         )
-        for i, s in enumerate(syms)
-    ])
-    # Per-symbol time format: all-midnight bars are shown as dates.
-    daily_by_sym = _daily_flags(bars)
-    bars = bars.with_columns(
-        pl.when(pl.col("i").is_in(daily_by_sym))
-        .then(pl.col("timestamp").dt.strftime("%Y-%m-%d"))
-        .otherwise(pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M")).alias("x"),
-        _finite("close").round_sig_figs(6).alias("y"),
-    )
-    by_i = {k[0]: g for k, g in bars.partition_by("i", as_dict=True, maintain_order=True).items()}
+        daily = _all_midnight(f["timestamp"])
+        if daily:
+            daily_by_sym.append(i)
+        n = f.height
+        # rounding is monotonic, so rounding after the min/max selection shows the same extremes
+        f = _minmax_rows(f, ("y",), buckets).with_columns(pl.col("y").round_sig_figs(6))
+        if f.height < n:
+            notes[i] = [
+                f"{s}: prices shown as min/max of {buckets:,} buckets of ~{n / buckets:,.0f} bars each "
+                f"({f.height:,} of {n:,} bars drawn; every bucket's lowest and highest close is kept)."
+            ]
+        series.append(f.select(_ts_expr("timestamp", daily).alias("x"), "y"))
 
     le = se = ex = {}
     if trades.height:
         tr = trades.filter(pl.col("symbol").cast(pl.String).is_in(syms))
         if tr.height:
+            tr, thinned = _thin_markers(tr, MARKER_TRADES_PER_PAGE // len(syms))
+            sym_idx = {s: i for i, s in enumerate(syms)}
+            for s, shown in thinned.items():
+                notes.setdefault(sym_idx[s], []).append(
+                    f"{s}: {shown:,} of {counts.get(s, 0):,} trades shown as markers (the largest by "
+                    f"|P&L| and an even sample); all are in trades.parquet."
+                )
             le, se, ex = _marker_groups(tr, syms, daily_by_sym)
 
     empty: list[list] = [[], [], []]
     out = []
     for i, s in enumerate(syms):
-        g = by_i.get(i)
-        out.append({
+        g = series[i]
+        d = {
             "s": s,
             "n": counts.get(s, 0),
-            "x": g["x"].to_list() if g is not None else [],
-            "y": g["y"].to_list() if g is not None else [],
+            "x": g["x"].to_list(),
+            "y": g["y"].to_list(),
             "le": le.get(i, empty),
             "se": se.get(i, empty),
             "ex": ex.get(i, empty),
-        })
+        }
+        if i in notes:
+            d["note"] = " ".join(notes[i])
+        out.append(d)
     layout = {
         "height": 520,
         "margin": {"l": 70, "r": 20, "t": 30, "b": 40},
@@ -388,17 +512,6 @@ def _utc_us(e: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     return e.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("timestamp")
 
 
-def _daily_flags(bars: pl.DataFrame) -> list[int]:
-    sec = (
-        pl.col("timestamp").dt.hour().cast(pl.Int64) * 3600
-        + pl.col("timestamp").dt.minute().cast(pl.Int64) * 60
-        + pl.col("timestamp").dt.second().cast(pl.Int64)
-        + (pl.col("timestamp").dt.nanosecond() > 0).cast(pl.Int64)
-    )
-    agg = bars.group_by("i").agg((sec.fill_null(0) == 0).all().alias("d"))
-    return agg.filter(pl.col("d"))["i"].to_list()
-
-
 def _with_text(tr: pl.DataFrame) -> pl.DataFrame:
     """Add the trade texts for people: ``side_e`` and ``reason_e`` HTML-escaped (html.escape),
     ``pnl_s`` and ``comm_s`` money with thousands separators, ``ret_s`` percent with two
@@ -411,6 +524,33 @@ def _with_text(tr: pl.DataFrame) -> pl.DataFrame:
         reason_e=texts("exit_reason", lambda v: html.escape(str(v)) if v is not None else ""),
         pnl_s=texts("pnl", _money), comm_s=texts("commission", _money), ret_s=texts("return_pct", _pct_text),
     )
+
+
+def _thin_markers(tr: pl.DataFrame, page_share: int) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Trades to draw as markers, and {symbol: trades kept} for the symbols that were thinned.
+
+    Each symbol keeps at most ``budget = min(MARKER_TRADES, page_share)`` trades (at least 2).
+    A symbol over budget keeps its ``budget // 2`` largest trades by |pnl| (non-finite pnl never
+    counts as large) plus ``budget - budget // 2`` trades evenly spaced by entry time (the one at
+    position ``p`` of ``m`` is kept when ``p * even // m`` starts a new value, so the first trade
+    is always in); both sets may overlap, so slightly fewer may be kept. Vectorised (window
+    expressions over ``symbol``); the kept rows stay in their input order."""
+    budget = max(2, min(MARKER_TRADES, page_share))
+    big = budget // 2
+    even = budget - big
+    sym = pl.col("symbol").cast(pl.String)
+    if (tr.group_by(sym).len()["len"].max() or 0) <= budget:
+        return tr, {}
+    # position by entry time (ties: row order), without reordering the rows
+    pos = pl.col("entry_time").rank("ordinal").over(sym).cast(pl.Int64) - 1
+    m = pl.len().over(sym).cast(pl.Int64)
+    sample = ((pos == 0) | (pos * even // m != (pos - 1) * even // m)).fill_null(False)
+    largest = (_finite("pnl").abs().rank("ordinal", descending=True).over(sym) <= big).fill_null(False)
+    kept = tr.filter((m <= budget) | sample | largest)
+    n_kept = kept.group_by(sym.alias("s")).len()
+    n_all = tr.group_by(sym.alias("s")).len()
+    thinned = n_kept.join(n_all, on="s", suffix="_all").filter(pl.col("len") < pl.col("len_all"))
+    return kept, dict(zip(thinned["s"].to_list(), thinned["len"].to_list()))
 
 
 def _marker_groups(
@@ -609,6 +749,11 @@ def _trades_table(trades: pl.DataFrame, daily: bool) -> str:
     n = trades.height
     if n == 0:
         return "<p class=\"note\" id=\"no-trades\">No trades.</p>\n"
+    if n > 4 * MAX_TRADE_ROWS:
+        # Same rows as the full stable sort below, without sorting millions of trades: only
+        # trades at or before the MAX_TRADE_ROWS-th earliest entry (or with none) can be shown.
+        cutoff = trades["entry_time"].drop_nulls().bottom_k(MAX_TRADE_ROWS).max()
+        trades = trades.filter((pl.col("entry_time") <= cutoff) | pl.col("entry_time").is_null())
     shown = trades.sort("entry_time", nulls_last=True, maintain_order=True).head(MAX_TRADE_ROWS)
     f = _with_text(shown).select(
         pl.col("symbol").cast(pl.String).fill_null(""),
@@ -695,6 +840,7 @@ if(window.Plotly){
               mk(d.se,'Short entry','triangle-down','#dc2626',11),
               mk(d.ex,'Exit','x','#111827',9)];
       Plotly.react('price-chart',tr,PRICE_DATA.layout,CFG);
+      var pn=document.getElementById('price-note');if(pn)pn.textContent=d.note||'';
     };
     sel.addEventListener('change',show);show();
   }

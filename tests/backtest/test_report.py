@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import re
@@ -351,3 +352,233 @@ def test_js_json_cannot_end_the_script():
     text = _js_json({"a": "</script><!-- x"})
     assert "</" not in text and "<!--" not in text
     assert json.loads(text) == {"a": "</script><!-- x"}
+
+
+# ---------------------------------------------------------------------------------------------
+# intraday scale (issue 13): min/max downsampling of the charts, thinned trade markers
+
+import numpy as np  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from slices.backtest import report as report_mod  # noqa: E402
+from slices.backtest.report import (  # noqa: E402
+    EQUITY_BUCKETS, MARKER_TRADES, MARKER_TRADES_PER_PAGE, PRICE_BUCKETS, PRICE_POINTS_PER_PAGE,
+)
+
+SIZE_CAP = 8_000_000  # bytes, plotly.js (~4.8 MB) included
+
+
+def _minute_times(n: int) -> pl.Series:
+    start = np.datetime64("2020-01-02T14:30", "us")
+    return pl.Series("timestamp", start + np.arange(n) * np.timedelta64(60_000_000, "us")).dt.replace_time_zone("UTC")
+
+
+def _big_inputs(symbols: list[str], n_bars: int, n_trades: int, seed: int = 7):
+    rng = np.random.default_rng(seed)
+    ts = _minute_times(n_bars)
+    prices = {}
+    for s in symbols:
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n_bars)))
+        close[rng.integers(0, n_bars)] *= 1.5   # one isolated spike up and one down: must survive
+        close[rng.integers(0, n_bars)] *= 0.5
+        prices[s] = pl.DataFrame({"timestamp": ts, "open": close, "high": close, "low": close,
+                                  "close": close, "volume": np.ones(n_bars)})
+    eq = 1e6 * np.exp(np.cumsum(rng.normal(0, 0.0005, n_bars)))
+    eq[n_bars // 3] *= 0.6   # a one-bar crash: the worst drawdown sits on a single bar
+    equity = pl.DataFrame({"timestamp": ts, "equity": eq, "cash": eq / 2, "gross_exposure": eq / 2,
+                           "drawdown": eq / np.maximum.accumulate(eq) - 1, "benchmark": eq * 1.01})
+    # distinct entry bars per trade (so entry times identify trades), shuffled row order
+    entry = rng.choice(n_bars - 10, n_trades, replace=False)
+    sym = np.array(symbols)[rng.integers(0, len(symbols), n_trades)]
+    sym[: 1000] = symbols[-1]  # make sure the last symbol is over budget too
+    trades = pl.DataFrame({
+        "symbol": sym, "side": np.where(rng.random(n_trades) < 0.5, "long", "short"),
+        "quantity": np.full(n_trades, 10.0),
+        "entry_time": ts.gather(entry), "entry_price": np.full(n_trades, 100.0),
+        "exit_time": ts.gather(entry + 5), "exit_price": np.full(n_trades, 101.0),
+        "pnl": np.round(rng.normal(0, 50, n_trades), 2), "return_pct": rng.normal(0, 0.5, n_trades),
+        "commission": np.ones(n_trades), "exit_reason": ["signal"] * n_trades,
+        "is_open": np.zeros(n_trades, dtype=bool),
+    })
+    return prices, equity, trades
+
+
+def _ts_text(ts: pl.Series) -> list[str]:
+    return ts.dt.strftime("%Y-%m-%dT%H:%M").to_list()
+
+
+def test_big_input_is_downsampled_thinned_and_under_the_size_cap(tmp_path):
+    symbols = ["AAA", "BBB", "CCC"]
+    n_bars, n_trades = 300_000, 50_000
+    prices, equity, trades = _big_inputs(symbols, n_bars, n_trades)
+    page = _write(tmp_path, symbols=symbols, prices=prices, equity=equity, trades=trades)
+    assert len(page.encode("utf-8")) < SIZE_CAP
+
+    buckets = min(PRICE_BUCKETS, PRICE_POINTS_PER_PAGE // (2 * len(symbols)))
+    data = {d["s"]: d for d in _js_var(page, "PRICE_DATA")["symbols"]}
+    assert set(data) == set(symbols)
+    all_x = _ts_text(prices["AAA"]["timestamp"])
+    for s in symbols:
+        d = data[s]
+        close = prices[s]["close"].round_sig_figs(6)
+        assert len(d["x"]) == len(d["y"]) <= 2 * buckets + 2
+        assert len(d["x"]) >= 2 * buckets * 0.9          # really min/max per bucket, not a few points
+        assert d["x"] == sorted(d["x"]) and len(set(d["x"])) == len(d["x"])  # time order, no repeats
+        assert d["x"][0] == all_x[0] and d["x"][-1] == all_x[-1]               # first and last bar
+        assert close.min() in d["y"] and close.max() in d["y"]                 # spikes survive
+        # every drawn point is a real bar with its real (rounded) close
+        real = dict(zip(all_x, close.to_list()))
+        assert all(real[x] == y for x, y in zip(d["x"], d["y"]))
+        assert (f"{s}: prices shown as min/max of {buckets:,} buckets of ~{n_bars / buckets:,.0f} bars each"
+                in d["note"])
+
+        # markers: at most the budget, the largest |pnl| trades kept, plus an even sample
+        budget = min(MARKER_TRADES, MARKER_TRADES_PER_PAGE // len(symbols))
+        mine = trades.filter(pl.col("symbol") == s)
+        shown_entries = d["le"][0] + d["se"][0]
+        assert len(shown_entries) <= budget and len(d["ex"][0]) == len(shown_entries)
+        assert f"{s}: {len(shown_entries):,} of {mine.height:,} trades shown as markers" in d["note"]
+        assert "all are in trades.parquet" in d["note"]
+        top = mine.sort(pl.col("pnl").abs(), descending=True).head(budget // 2)
+        assert set(_ts_text(top["entry_time"])) <= set(shown_entries)
+        ranks = {x: i for i, x in enumerate(sorted(_ts_text(mine["entry_time"])))}
+        kept = sorted(ranks[x] for x in shown_entries)
+        even = budget - budget // 2
+        assert kept[0] == 0 and max(np.diff(kept)) <= -(-mine.height // even)  # no gap beyond one step
+
+    # the selected symbol's note is on the page, escaped, next to the chart
+    first = _js_var(page, "PRICE_DATA")["symbols"][0]
+    prices_html = _section(page, "prices")
+    assert f'<p class="note" id="price-note">{html.escape(first["note"])}</p>' in prices_html
+
+    fig = _js_var(page, "EQUITY_FIG")
+    x, eq, bench, dd = (fig["data"][0]["x"], fig["data"][0]["y"], fig["data"][1]["y"], fig["data"][2]["y"])
+    assert len(x) <= 4 * EQUITY_BUCKETS + 2 and len(x) >= 2 * EQUITY_BUCKETS
+    assert len(eq) == len(bench) == len(dd) == len(x) and x == sorted(x)
+    worst = (equity["drawdown"] * 100).round(4).min()
+    assert min(dd) == worst and worst < -35
+    assert x[dd.index(worst)] == all_x[n_bars // 3]                              # the crash bar itself
+    assert max(eq) == equity["equity"].round(2).max() and min(eq) == equity["equity"].round(2).min()
+    note = _section(page, "equity")
+    assert (f"shown as min/max of {EQUITY_BUCKETS:,} buckets of ~{n_bars / EQUITY_BUCKETS:,.0f} bars each"
+            in note)
+
+
+def test_small_input_is_drawn_in_full(tmp_path):
+    page = _write(tmp_path)
+    prices = _prices(["AAPL", "MSFT", "BRK-B"])
+    for d in _js_var(page, "PRICE_DATA")["symbols"]:
+        assert "note" not in d
+        assert d["x"] == prices[d["s"]]["timestamp"].dt.strftime("%Y-%m-%d").to_list()
+        assert d["y"] == prices[d["s"]]["close"].round_sig_figs(6).to_list()
+    assert sum(len(d["le"][0]) + len(d["se"][0]) for d in _js_var(page, "PRICE_DATA")["symbols"]) == 4
+    fig = _js_var(page, "EQUITY_FIG")
+    assert fig["data"][0]["y"] == _equity()["equity"].round(2).to_list()
+    assert fig["data"][2]["y"] == (_equity()["drawdown"] * 100).round(4).to_list()
+    assert 'id="price-note"' not in page and 'id="equity-note"' not in page
+    assert "shown as min/max" not in page and "shown as markers" not in page
+
+
+def test_budget_boundaries(tmp_path, monkeypatch):
+    """2 * buckets + 2 bars and MARKER_TRADES trades are drawn in full; one more is reduced."""
+    monkeypatch.setattr(report_mod, "PRICE_BUCKETS", 10)
+    monkeypatch.setattr(report_mod, "EQUITY_BUCKETS", 10)
+    monkeypatch.setattr(report_mod, "MARKER_TRADES", 6)
+    step = timedelta(minutes=1)
+    for n_bars, n_trades in ((22, 6), (23, 7)):
+        page = _write(tmp_path / str(n_bars), symbols=["AAPL"], prices=_prices(["AAPL"], n=n_bars, step=step),
+                      equity=_equity(n=n_bars, step=step),
+                      trades=_trades([("AAPL", "long", i, i + 1, float(i), False) for i in range(n_trades)]))
+        d = _js_var(page, "PRICE_DATA")["symbols"][0]
+        eq_x = _js_var(page, "EQUITY_FIG")["data"][0]["x"]
+        if n_bars == 22:
+            assert len(d["x"]) == 22 and len(eq_x) == 22 and len(d["le"][0]) == 6
+            assert "note" not in d and 'id="equity-note"' not in page and 'id="price-note"' not in page
+        else:
+            assert len(d["x"]) < 23 and len(eq_x) < 23 and 'id="equity-note"' in page
+            shown = len(d["le"][0])
+            assert shown <= 6 and f"AAPL: {shown} of 7 trades shown as markers" in d["note"]
+            assert "AAPL: prices shown as min/max of 10 buckets of ~2 bars each" in d["note"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.just(float("nan")), st.floats(-1e6, 1e6)), min_size=0, max_size=300),
+    st.integers(1, 40),
+)
+def test_minmax_rows_keeps_every_bucket_extreme(values, buckets):
+    n = len(values)
+    df = pl.DataFrame({"k": list(range(n)), "y": pl.Series(values, dtype=pl.Float64)})
+    out = report_mod._minmax_rows(df, ("y",), buckets)
+    if n <= 2 * buckets + 2:
+        assert out.equals(df)
+        return
+    k = out["k"].to_list()
+    assert k == sorted(set(k)) and k[0] == 0 and k[-1] == n - 1 and len(k) <= 2 * buckets + 2
+    for b in range(buckets):  # each bucket's lowest and highest value is drawn
+        rows = [r for r in range(n) if r * buckets // n == b]
+        vals = [values[r] for r in rows if values[r] is not None and values[r] == values[r]]
+        drawn = [values[r] for r in rows if r in set(k)]
+        if vals:
+            assert min(vals) in drawn and max(vals) in drawn
+    finite = [v for v in values if v is not None and v == v]
+    if finite:
+        ys = out["y"].to_list()
+        assert min(finite) in ys and max(finite) in ys
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["A", "B"]), st.integers(0, 500), st.floats(-1e4, 1e4)),
+                min_size=0, max_size=120),
+       st.integers(2, 30))
+def test_thin_markers_keeps_the_largest_and_an_even_sample(rows, budget):
+    tr = _trades([(s, "long", d, d + 1, p, False) for s, d, p in rows])
+    tr = tr.with_columns(pl.int_range(pl.len()).alias("row"))
+    kept, thinned = report_mod._thin_markers(tr, budget)
+    assert kept["row"].to_list() == sorted(kept["row"].to_list())   # input order kept
+    for s in ("A", "B"):
+        mine, k = tr.filter(pl.col("symbol") == s), kept.filter(pl.col("symbol") == s)
+        if mine.height <= min(budget, MARKER_TRADES):
+            assert k.height == mine.height and s not in thinned
+            continue
+        assert thinned[s] == k.height <= budget
+        # the budget // 2 largest |pnl| (by |pnl| value: ties may pick either row)
+        cut = mine["pnl"].abs().sort(descending=True)[budget // 2 - 1] if budget // 2 else float("inf")
+        assert k.filter(pl.col("pnl").abs() > cut).height == mine.filter(pl.col("pnl").abs() > cut).height
+        first = mine.sort("entry_time", maintain_order=True)["row"][0]
+        assert first in k["row"].to_list()
+
+
+def test_trade_table_cut_matches_a_full_stable_sort(tmp_path):
+    n = 4 * MAX_TRADE_ROWS + 500
+    rng = np.random.default_rng(3)
+    days = rng.integers(0, 300, n)   # many ties: the stable order must decide
+    tr = _trades([]).vstack(pl.DataFrame({
+        "symbol": [f"T{i:05d}" for i in range(n)], "side": ["long"] * n, "quantity": [1.0] * n,
+        "entry_time": pl.Series([T0 + timedelta(days=int(d)) for d in days], dtype=pl.Datetime("us", "UTC")),
+        "entry_price": [1.0] * n, "exit_time": pl.Series([None] * n, dtype=pl.Datetime("us", "UTC")),
+        "exit_price": [1.0] * n, "pnl": [0.0] * n, "return_pct": [0.0] * n, "commission": [0.0] * n,
+        "exit_reason": [""] * n, "is_open": [True] * n,
+    }, schema=TRADE_SCHEMA))
+    page = _write(tmp_path, symbols=["AAPL"], trades=tr)
+    body = _section(page, "trades")
+    shown = re.findall(r"<tr><td>(T\d{5})</td>", body)
+    expected = tr.sort("entry_time", maintain_order=True).head(MAX_TRADE_ROWS)["symbol"].to_list()
+    assert shown == expected
+
+
+@pytest.mark.parametrize("ts, midnight", [
+    (datetime(1960, 3, 1), True),
+    (datetime(2020, 3, 1, 0, 0, 0, 500), False),
+    (datetime(2020, 3, 1, 0, 1), False),
+])
+@pytest.mark.parametrize("unit", ["ns", "us", "ms"])
+def test_all_midnight_any_unit(ts, midnight, unit):
+    s = pl.Series([datetime(2020, 1, 1), ts], dtype=pl.Datetime(unit))
+    if unit == "ms" and ts.microsecond:
+        midnight = True  # 500 us is below a millisecond: the ms value is midnight
+    assert report_mod._all_midnight(s) is midnight
+    local = pl.Series([datetime(2020, 1, 1), ts], dtype=pl.Datetime(unit)).dt.replace_time_zone("America/New_York")
+    assert report_mod._all_midnight(local) is midnight   # local wall-clock midnight
+    assert report_mod._all_midnight(local.dt.convert_time_zone("UTC")) is False  # 05:00 UTC
