@@ -63,6 +63,27 @@ class LoadReport:
     findings: list[tuple[str, str, str]] = field(default_factory=list)
     timeframe: str | None = None
     excluded: dict[str, str] = field(default_factory=dict)
+    marks: list[int] = field(default_factory=list)
+
+    def mark(self) -> None:
+        """End a stage of the checks (reading, rule-11 exclusions, suspicious series, each kind
+        of rule-12 warning): :meth:`merge` keeps the stages of several batches in stage order."""
+        self.marks.append(len(self.warnings))
+
+    def merge(self, parts: list["LoadReport"]) -> None:
+        """Append the warnings of ``parts`` (the reports of consecutive batches of one run) stage
+        by stage, so they come in the order one pass over all the symbols gives; and their
+        notes and exclusions."""
+        cuts = [[0, *r.marks, len(r.warnings)] for r in parts]
+        for stage in range(max((len(c) - 1 for c in cuts), default=0)):
+            for r, c in zip(parts, cuts):
+                if stage + 1 < len(c):
+                    self.warnings.extend(r.warnings[c[stage]:c[stage + 1]])
+                    self.findings.extend(r.findings[c[stage]:c[stage + 1]])
+        for r in parts:
+            self.notes.extend(r.notes)
+            self.excluded.update(r.excluded)
+            self.timeframe = r.timeframe or self.timeframe
 
     def warn(self, kind: str, symbol: str, text: str) -> None:
         """Record one warning of ``kind`` about ``symbol`` (``""`` when it concerns a file)."""
@@ -226,6 +247,8 @@ def to_utc(col: pl.Series, source: str) -> pl.Series:
         col = col.cast(pl.Datetime("us", dtype.time_zone))
         if dtype.time_zone is None:
             return col.dt.replace_time_zone("UTC")
+        if dtype.time_zone == "UTC":  # midnights or not, the same instants
+            return col
         if (col.dt.time() == time(0)).all():  # local midnights: dates
             return col.dt.replace_time_zone(None).dt.replace_time_zone("UTC")
         return col.dt.convert_time_zone("UTC")
@@ -277,8 +300,8 @@ def normalise(raw: pl.DataFrame, source: str, symbol: str | None, adjust: bool, 
         vol = _number(raw[meaning["volume"]])
     else:
         report.warn("missing_volume", "", f"{source}: no volume column; volume set to 0")
-        vol = pl.Series("volume", [0.0] * raw.height, dtype=pl.Float64)
-    adj_bad = pl.Series([False] * raw.height, dtype=pl.Boolean)
+        vol = pl.zeros(raw.height, pl.Float64, eager=True).alias("volume")
+    adj_bad = pl.repeat(False, raw.height, dtype=pl.Boolean, eager=True)
     if "adj_close" in meaning and adjust:
         adj = _number(raw[meaning["adj_close"]])
         adj_bad = (adj.is_null() | (adj <= 0)).fill_null(True)
@@ -294,7 +317,7 @@ def normalise(raw: pl.DataFrame, source: str, symbol: str | None, adjust: bool, 
         for s in sym.unique(maintain_order=True).to_list():
             check_symbol(s, source)
     else:
-        sym = pl.Series([check_symbol(symbol or "", source)] * raw.height, dtype=pl.String)
+        sym = pl.repeat(check_symbol(symbol or "", source), raw.height, dtype=pl.String, eager=True)
     return pl.DataFrame({
         "symbol": sym, "timestamp": ts, **cols, "volume": vol.fill_null(0.0),
         "_adj_bad": adj_bad, "_vol_missing": vol.is_null(),
@@ -315,25 +338,34 @@ def row_problems(df: pl.DataFrame, sources: list[str]) -> dict[str, str]:
     ts, key = pl.col("timestamp"), ["symbol", "_f"]
     # rows of one symbol and file that are contiguous and increasing need no grouped check
     run = (pl.col("symbol") != pl.col("symbol").shift(1)) | (pl.col("_f") != pl.col("_f").shift(1))
-    quick = df.select(
-        (ts <= ts.shift(1)).and_(~run).any().alias("back"), run.fill_null(True).sum().alias("runs"),
-        pl.struct(key).n_unique().alias("groups"))
-    back, runs, groups = quick.row(0)
-    reason = (
-        pl.when(pl.any_horizontal([p.is_null() for p in px])).then(pl.lit("missing or non-numeric price"))
-        .when(pl.any_horizontal([p.is_infinite() for p in px])).then(pl.lit("infinite price"))
-        .when(pl.any_horizontal([p <= 0 for p in px])).then(pl.lit("non-positive price"))
-        .when(pl.col("_adj_bad")).then(pl.lit("missing or non-positive adj_close"))
-        .when(pl.col("high") < pl.col("low")).then(pl.lit("high below low"))
-        .when(pl.col("volume") < 0).then(pl.lit("negative volume"))
-    )
+    back, runs = df.select((ts <= ts.shift(1)).and_(~run).any().alias("back"),
+                           run.fill_null(True).sum().alias("runs")).row(0)
+    starts = df.filter(run.fill_null(True))  # one row per contiguous run of a symbol and file
+    groups, n_symbols = starts.select(pl.struct(key).n_unique().alias("g"), pl.col("symbol").n_unique().alias("s")).row(0)
+    checks = [
+        (pl.any_horizontal([p.is_null() for p in px]), "missing or non-numeric price"),
+        (pl.any_horizontal([p.is_infinite() for p in px]), "infinite price"),
+        (pl.any_horizontal([p <= 0 for p in px]), "non-positive price"),
+        (pl.col("_adj_bad"), "missing or non-positive adj_close"),
+        (pl.col("high") < pl.col("low"), "high below low"),
+        (pl.col("volume") < 0, "negative volume"),
+    ]
+    reason = pl.when(checks[0][0]).then(pl.lit(checks[0][1]))
+    for cond, text in checks[1:]:
+        reason = reason.when(cond).then(pl.lit(text))
+    whole = False  # checks that need every row of a symbol (grouped windows)
     if back or runs != groups:
+        whole = True
         reason = (reason.when(~ts.is_first_distinct().over(key)).then(pl.lit("duplicate timestamp"))
                   .when(ts.diff().over(key) < pl.duration(microseconds=0)).then(pl.lit("timestamps not increasing")))
-    if len(sources) > 1:
+    if len(sources) > 1 and groups != n_symbols:  # some symbol is in two files: the same bar may be in both
+        whole = True
         first_f = pl.col("_f").first().over("symbol", "timestamp")
         reason = reason.when(first_f != pl.col("_f")).then(pl.format("the same bar is also in #{}", first_f))
-    bad = df.lazy().select("symbol", "timestamp", "_f", reason.alias("reason")).filter(pl.col("reason").is_not_null())
+    rows = df.lazy()
+    if not whole:  # row-wise checks only: name the reason of the few rows that fail any (same first row per symbol)
+        rows = rows.filter(pl.any_horizontal([c for c, _ in checks]).fill_null(False))
+    bad = rows.select("symbol", "timestamp", "_f", reason.alias("reason")).filter(pl.col("reason").is_not_null())
     bad = bad.group_by("symbol", maintain_order=True).first().collect()
     out = {}
     for s, t, f, r in bad.iter_rows():
@@ -352,7 +384,7 @@ def suspicious_reasons(bars: pl.DataFrame, sources: list[str]) -> dict[str, str]
     split)``). Returns ``{symbol: "<file>: <SYM> <time>: <reason>"}``.
     """
     low = pl.min_horizontal(*PRICES)
-    ratio = (pl.col("close") / pl.col("close").shift(1)).over("symbol")
+    ratio = pl.when(_same_symbol()).then(pl.col("close") / pl.col("close").shift(1))  # sorted: the previous row's close
     flagged = bars.lazy().select(
         "symbol", "timestamp", "_f", low.alias("low_px"), ratio.alias("ratio"),
     ).filter((pl.col("low_px") < SUB_PENNY) | (pl.col("ratio") > JUMP_FACTOR) | (pl.col("ratio") < 1 / JUMP_FACTOR))
@@ -370,25 +402,27 @@ def suspicious_reasons(bars: pl.DataFrame, sources: list[str]) -> dict[str, str]
 
 def data_warnings(bars: pl.DataFrame, sources: list[str], report: LoadReport,
                   sparse: dict[str, str] | None = None) -> None:
-    """Rule-12 warnings on usable bars (sorted long frame with ``_f`` and ``_vol_missing``),
+    """Rule-12 warnings on usable bars (long frame sorted by symbol then timestamp, with ``_f`` and ``_vol_missing``),
     one per symbol and kind: open/close outside low..high, zero-volume bars, gaps (a step longer
     than both 5 x the symbol's median step and 4 calendar days), missing volume cells.
     ``sparse``: ``{symbol: timeframe}`` of sparse symbols (see :func:`infer_timeframe`), whose
     gaps are measured against their timeframe's spacing instead of their own median step."""
     incons = (pl.col("high") < pl.max_horizontal("open", "close")) | (pl.col("low") > pl.min_horizontal("open", "close"))
-    step = pl.col("timestamp").diff().over("symbol")
-    nominal = {s: timedelta(seconds=_NOMINAL_SECONDS[tf]) for s, tf in (sparse or {}).items()}
-    median = step.median().over("symbol")
-    if nominal:
-        median = pl.col("symbol").replace_strict(nominal, default=median, return_dtype=pl.Duration("us"))
+    same = _same_symbol()  # the frame is sorted by symbol: a row's predecessor is the symbol's previous bar
+    step = pl.when(same).then(pl.col("timestamp").diff())
+    medians = dict(bars.lazy().select("symbol", step.alias("step")).group_by("symbol").agg(pl.col("step").median())
+                   .collect().iter_rows())
+    medians |= {s: timedelta(seconds=_NOMINAL_SECONDS[tf]) for s, tf in (sparse or {}).items()}
+    median = pl.col("symbol").replace_strict(medians, return_dtype=pl.Duration("us"))
     limit = pl.max_horizontal(median * 5, pl.lit(timedelta(days=4)))
     flagged = bars.lazy().select(
-        "symbol", "timestamp", "_f", step.alias("step"), pl.col("timestamp").shift(1).over("symbol").alias("prev"),
+        "symbol", "timestamp", "_f", step.alias("step"), pl.when(same).then(pl.col("timestamp").shift(1)).alias("prev"),
         incons.alias("ohlc"), (pl.col("volume") == 0).alias("zero_volume"),
         (step > limit).fill_null(False).alias("gap"), pl.col("_vol_missing").alias("missing_volume"),
     ).filter(pl.col("ohlc") | pl.col("zero_volume") | pl.col("gap") | pl.col("missing_volume")).collect()
     if flagged.height == 0:
         return
+    report.mark()
     what = {"ohlc": "bar(s) with open/close outside low..high", "zero_volume": "zero-volume bar(s)",
             "missing_volume": "bar(s) with missing volume set to 0"}
     for kind in ("ohlc", "zero_volume", "missing_volume", "gap"):
@@ -403,6 +437,7 @@ def data_warnings(bars: pl.DataFrame, sources: list[str], report: LoadReport,
             else:
                 text = f"{src}: {s}: {n:,} {what[kind]}, first at {fmt_ts(t)}"
             report.warn(kind, s, text)
+        report.mark()
 
 
 # ----------------------------------------------------------------------------- timeframes
@@ -437,7 +472,12 @@ def timeframe_of_spacing(seconds: float | None) -> str | None:
     return None
 
 
-def infer_timeframe(bars: pl.DataFrame, sparse: dict[str, str] | None = None) -> str:
+def _same_symbol() -> pl.Expr:
+    """True where a row's symbol is the previous row's (false on the first row)."""
+    return (pl.col("symbol") == pl.col("symbol").shift(1)).fill_null(False)
+
+
+def infer_timeframe(bars: pl.DataFrame, sparse: dict[str, str] | None = None, increasing: bool = False) -> str:
     """The one timeframe of a sorted long frame: each symbol's median spacing of its unique
     timestamps mapped by :func:`timeframe_of_spacing`.
 
@@ -445,10 +485,17 @@ def infer_timeframe(bars: pl.DataFrame, sparse: dict[str, str] | None = None) ->
     that matches no timeframe. A symbol whose spacing matches none but is longer than the
     timeframe of the other symbols is sparse bars of that timeframe (e.g. SNI in the shared S&P
     file: 2 daily bars 60 days apart), not an error; such symbols are added to ``sparse``
-    (``{symbol: timeframe}``) so their gaps are warned about.
+    (``{symbol: timeframe}``) so their gaps are warned about. ``increasing``: the frame is sorted
+    by symbol and each symbol's timestamps strictly increase (as after the checks of
+    :func:`load_bars`), so no per-symbol sort is needed.
     """
-    med = bars.group_by("symbol", maintain_order=True).agg(
-        pl.col("timestamp").unique().sort().diff().dt.total_microseconds().median().alias("us"))
+    if increasing:
+        step = pl.when(_same_symbol()).then(pl.col("timestamp").diff().dt.total_microseconds())
+        med = bars.lazy().select("symbol", step.alias("us")).group_by("symbol", maintain_order=True).agg(
+            pl.col("us").median()).collect()
+    else:
+        med = bars.group_by("symbol", maintain_order=True).agg(
+            pl.col("timestamp").unique().sort().diff().dt.total_microseconds().median().alias("us"))
     seen: dict[str, str] = {}
     odd: list[tuple[str, float]] = []
     for sym, us in med.iter_rows():
@@ -481,7 +528,9 @@ def none_left(excluded: dict[str, str], order: list[str]) -> str:
     return excluded[first] + (f" (and {more:,} more symbol{'s' if more > 1 else ''} excluded)" if more else "")
 
 
-def _store_frames(wanted: list[str] | None, tf: str, store, report: LoadReport) -> list[tuple[pl.DataFrame, str]]:
+def _store_files(wanted: list[str] | None, tf: str, store, report: LoadReport) -> list[tuple[str, Path]]:
+    """The store files of a run, ``[(symbol, path)]`` in the order asked (or listed), without
+    reading them: the store, else (default store only) the embedded sample with one note."""
     root, named_by = store_root(store)
     in_store = _symbols_in(root, tf)
     in_sample = [] if named_by else _symbols_in(SAMPLE_ROOT, tf)
@@ -505,11 +554,36 @@ def _store_frames(wanted: list[str] | None, tf: str, store, report: LoadReport) 
     from_sample = [s for s in wanted if s not in in_store]
     if from_sample:
         report.notes.append(f"note: {_listed(from_sample)} {tf} from the embedded sample (not in the default store {shown_root})")
-    frames = []
-    for s in wanted:
-        path = (SAMPLE_ROOT if s in from_sample else root) / "bars" / tf / f"{s}.parquet"
-        frames.append((normalise(read_file(path), str(path), s, False, report), str(path)))
-    return frames
+    return [(s, (SAMPLE_ROOT if s in from_sample else root) / "bars" / tf / f"{s}.parquet") for s in wanted]
+
+
+@dataclass
+class _Request:
+    """One load's checked arguments (see :func:`load_bars`)."""
+
+    named: bool
+    wanted: list[str] | None
+    lo: datetime | None
+    hi: datetime | None
+    start: str | None
+    end: str | None
+    timeframe: str | None
+    data: list | None
+    adjust: bool
+    keep_suspicious: bool
+
+
+def _request(symbols, timeframe, start, end, data, adjust, keep_suspicious) -> _Request:
+    if timeframe is not None and timeframe not in TIMEFRAMES:
+        raise DataError(f"--timeframe: unknown timeframe {timeframe!r} (one of {', '.join(TIMEFRAMES)})")
+    named = symbols is not None
+    wanted = list(dict.fromkeys(check_symbol(s) for s in symbols if str(s).strip())) if named else None
+    if named and not wanted:
+        raise DataError("--symbols: empty symbol list")
+    lo, hi = parse_when(start, "--start"), parse_when(end, "--end", end=True)
+    if lo and hi and lo > hi:
+        raise DataError(f"--start {start} is after --end {end}")
+    return _Request(named, wanted, lo, hi, start, end, timeframe, data, adjust, keep_suspicious)
 
 
 def load_bars(
@@ -537,83 +611,206 @@ def load_bars(
     symbol is excluded with a warning ``<file>: <SYM> <time>: <reason>; symbol excluded``.
     Raises DataError for an unknown timeframe or symbol, unreadable files and empty results.
     """
-    if timeframe is not None and timeframe not in TIMEFRAMES:
-        raise DataError(f"--timeframe: unknown timeframe {timeframe!r} (one of {', '.join(TIMEFRAMES)})")
+    req = _request(symbols, timeframe, start, end, data, adjust, keep_suspicious)
     report = LoadReport()
-    named = symbols is not None
-    wanted = list(dict.fromkeys(check_symbol(s) for s in symbols if str(s).strip())) if named else None
-    if named and not wanted:
-        raise DataError("--symbols: empty symbol list")
-    lo, hi = parse_when(start, "--start"), parse_when(end, "--end", end=True)
-    if lo and hi and lo > hi:
-        raise DataError(f"--start {start} is after --end {end}")
-
     if data:
-        frames = []
-        for p in data:
-            path = Path(p).expanduser()
-            frame = normalise(read_file(path), str(path), path.stem.upper(), adjust, report)
-            if wanted:
-                frame = frame.filter(pl.col("symbol").is_in(wanted))
-            frames.append((frame, str(path)))
-        where = ", ".join(str(p) for p in data)
-    else:
-        frames = _store_frames(wanted, timeframe or "1d", store, report)
-        where = "the store"
+        return _check(_data_frames(req, report), req, ", ".join(str(p) for p in data), report, None), report
+    files = _store_files(req.wanted, timeframe or "1d", store, report)
+    frames = [(normalise(read_file(path), str(path), s, False, report), str(path)) for s, path in files]
+    return _check(frames, req, "the store", report, None), report
+
+
+class BarBatches:
+    """The bars of a run as :func:`load_bars` checks them, a batch of whole symbols at a time,
+    so that a store of hundreds of symbols of minute bars is never in memory at once.
+
+    Iterating yields long frames (``symbol timestamp open high low close volume``, sorted by
+    symbol then timestamp; symbols in sorted order across batches) of store files read
+    ``batch_rows`` rows or so at a time (a file's row count from its Parquet metadata). Every
+    check is :func:`load_bars`'s, per symbol; ``report`` collects the notes and warnings of the
+    batches read so far. An excluded symbol leaves its batch; when every symbol is excluded the
+    iteration ends with :func:`load_bars`'s error. ``--data`` files (one file may hold every
+    symbol) are read whole, as :func:`load_bars` reads them, and handed out per batch of symbols.
+    Raises DataError as :func:`load_bars` does."""
+
+    def __init__(self, symbols: list[str] | None, timeframe: str | None = None, *, store=None, data=None,
+                 start: str | None = None, end: str | None = None, adjust: bool = True, keep_suspicious: bool = False,
+                 batch_rows: int = 1_000_000):
+        self.req = _request(symbols, timeframe, start, end, data, adjust, keep_suspicious)
+        self.report = LoadReport()
+        self.batch_rows = batch_rows
+        self.files = None if data else _store_files(self.req.wanted, timeframe or "1d", store, self.report)
+        if self.files is not None:
+            self.files.sort(key=lambda sp: sp[0])
+            self.report.timeframe = timeframe or "1d"
+
+    def __iter__(self):
+        """The batches, in order. The store's are read and checked ``AHEAD`` at a time on
+        background threads (each with its own report, merged in batch order, so the warnings come
+        out as one pass would give them) while the caller works on the current one."""
+        req, report = self.req, self.report
+        if self.files is None:
+            yield from self._data_batches()
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        order = [s for s, _ in self.files]
+        got = False
+        with ThreadPoolExecutor(self.AHEAD, thread_name_prefix="bar-batches") as pool:
+            todo = iter(self._batches())
+            ahead = deque(pool.submit(self._one, files, order) for files in _take(todo, self.AHEAD))
+            subs = []
+            try:
+                while ahead:
+                    bars, sub = ahead.popleft().result()
+                    ahead.extend(pool.submit(self._one, files, order) for files in _take(todo, 1))
+                    subs.append(sub)
+                    if bars.height:
+                        got = True
+                        yield bars
+            finally:
+                for f in ahead:
+                    f.cancel()
+        report.merge(subs)
+        if not got:
+            raise DataError(none_left(report.excluded, order))
+
+    AHEAD = 2
+
+    def _one(self, files: list[tuple[str, Path]], order: list[str]) -> tuple[pl.DataFrame, LoadReport]:
+        sub = LoadReport()
+        frames = [(normalise(read_file(path), str(path), s, False, sub), str(path)) for s, path in files]
+        bars = _check(frames, self.req, "the store", sub, order)
+        return bars, sub
+
+    def _data_batches(self):
+        req, report = self.req, self.report
+        bars = _check(_data_frames(req, report), req, ", ".join(str(p) for p in req.data), report, None)
+        batch, rows = [], 0
+        for part in bars.partition_by("symbol", maintain_order=True):
+            batch.append(part)
+            rows += part.height
+            if rows >= self.batch_rows:
+                yield pl.concat(batch)
+                batch, rows = [], 0
+        if batch:
+            yield pl.concat(batch)
+
+    def _batches(self):
+        batch, rows = [], 0
+        for s, path in self.files:
+            batch.append((s, path))
+            try:
+                rows += pl.scan_parquet(path).select(pl.len()).collect().item()
+            except Exception:  # unreadable: read_file names the problem
+                rows += 1
+            if rows >= self.batch_rows:
+                yield batch
+                batch, rows = [], 0
+        if batch:
+            yield batch
+
+
+def _take(it, n: int) -> list:
+    """The next ``n`` items of iterator ``it`` (fewer at its end)."""
+    out = []
+    for _ in range(n):
+        x = next(it, None)
+        if x is None:
+            break
+        out.append(x)
+    return out
+
+
+def _data_frames(req: _Request, report: LoadReport) -> list[tuple[pl.DataFrame, str]]:
+    frames = []
+    for p in req.data:
+        path = Path(p).expanduser()
+        frame = normalise(read_file(path), str(path), path.stem.upper(), req.adjust, report)
+        if req.wanted:
+            frame = frame.filter(pl.col("symbol").is_in(req.wanted))
+        frames.append((frame, str(path)))
+    return frames
+
+
+def _check(frames: list[tuple[pl.DataFrame, str]], req: _Request, where: str, report: LoadReport,
+           batch_of: list[str] | None) -> pl.DataFrame:
+    """Rules 9-14 on the frames read (one per file); ``batch_of``: the run's symbols when these
+    frames are one batch of them (then a batch whose symbols are all excluded is an empty frame,
+    and the timeframe is the store folder's)."""
     sources = [src for _, src in frames]
     bars = pl.concat([f.with_columns(pl.lit(i, pl.UInt32).alias("_f")) for i, (f, _) in enumerate(frames)],
                      how="vertical_relaxed")
     present = bars["symbol"].unique(maintain_order=True).to_list()
-    lost = [s for s in (wanted or []) if s not in present]
+    lost = [s for s in (req.wanted or []) if s not in present and (batch_of is None)]
     if lost:
         raise DataError(f"--symbols: {_listed(lost)} not found in {where}")
     if not present:
         raise DataError(f"{where}: no rows")
-    if lo:
-        bars = bars.filter(pl.col("timestamp") >= lo)
-    if hi:
-        bars = bars.filter(pl.col("timestamp") <= hi)
+    if req.lo:
+        bars = bars.filter(pl.col("timestamp") >= req.lo)
+    if req.hi:
+        bars = bars.filter(pl.col("timestamp") <= req.hi)
 
+    order = batch_of or present
+    report.mark()
     problems: dict[str, str] = {}
     left = set(bars["symbol"].unique().to_list())
-    span = f" between {start or 'the start'} and {end or 'the end'}"
+    span = f" between {req.start or 'the start'} and {req.end or 'the end'}"
     for s in present:
         if s not in left:
             problems[s] = f"{where}: {s}: no bars{span}"
     problems.update(row_problems(bars, sources))
-    bars = _drop(bars, problems, named, report, present)
-    bars = bars.sort("symbol", "timestamp")
+    bars = _drop(bars, problems, req.named, report, order, batch_of is not None)
+    report.mark()
+    if not _sorted(bars):
+        bars = bars.sort("symbol", "timestamp")
     sus = suspicious_reasons(bars, sources)
-    if sus and keep_suspicious:
+    if sus and req.keep_suspicious:
         for s, msg in sus.items():
             report.warn("suspicious", s, f"{msg}; kept (--keep-suspicious)")
     elif sus:
-        bars = _drop(bars, {s: f"{m} (pass --keep-suspicious to use it)" if named else m for s, m in sus.items()},
-                     named, report, present)
+        bars = _drop(bars, {s: f"{m} (pass --keep-suspicious to use it)" if req.named else m for s, m in sus.items()},
+                     req.named, report, order, batch_of is not None)
+    report.mark()
+    if bars.height == 0:
+        return bars.select("symbol", *COLUMNS)
     sparse: dict[str, str] = {}
-    inferred = infer_timeframe(bars, sparse)
+    inferred = infer_timeframe(bars, sparse, increasing=True)  # rule 11 left no duplicate or backward time
     data_warnings(bars, sources, report, sparse)
-    if data:
-        if timeframe and timeframe != inferred:
-            raise DataError(f"--timeframe {timeframe} disagrees with the bars of {where}, which are {inferred}")
+    if req.data:
+        if req.timeframe and req.timeframe != inferred:
+            raise DataError(f"--timeframe {req.timeframe} disagrees with the bars of {where}, which are {inferred}")
         report.timeframe = inferred
-        if not timeframe:
+        if not req.timeframe:
             report.notes.append(f"note: timeframe {inferred} (inferred from the bar spacing)")
     else:
-        report.timeframe = timeframe or "1d"
-    return bars.select("symbol", *COLUMNS), report
+        report.timeframe = req.timeframe or "1d"
+    return bars.select("symbol", *COLUMNS)
 
 
-def _drop(bars: pl.DataFrame, problems: dict[str, str], named: bool, report: LoadReport, order: list[str]) -> pl.DataFrame:
+def _sorted(bars: pl.DataFrame) -> bool:
+    """Whether the long frame is already sorted by symbol then timestamp (a store read in symbol
+    order usually is: then the sort, a copy of every row, is skipped)."""
+    sym, ts = pl.col("symbol"), pl.col("timestamp")
+    new_sym = sym != sym.shift(1)
+    return bool(bars.select(((sym > sym.shift(1)) | (~new_sym & (ts > ts.shift(1)))).slice(1).all()).item()) \
+        if bars.height > 1 else True
+
+
+def _drop(bars: pl.DataFrame, problems: dict[str, str], named: bool, report: LoadReport, order: list[str],
+          batch: bool = False) -> pl.DataFrame:
     """Apply rule 14: an error for a named symbol, else exclusion with a warning. When none is
     left, one error: the reason of the first excluded symbol in file order (``order``), then
-    `` (and N more symbols excluded)`` when there were more (no exclusion warning is printed)."""
+    `` (and N more symbols excluded)`` when there were more (no exclusion warning is printed);
+    in a ``batch`` (of :class:`BarBatches`) an empty frame instead, after the warnings."""
     if not problems:
         return bars
     if named:
         raise DataError(next(iter(problems.values())))
     left = bars.filter(~pl.col("symbol").is_in(list(problems)))
-    if left.height == 0:
+    if left.height == 0 and not batch:
         raise DataError(none_left({**report.excluded, **problems}, order))
     for s, msg in problems.items():
         report.excluded[s] = msg

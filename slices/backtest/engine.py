@@ -45,12 +45,11 @@ Portfolio weights (:func:`simulate_weights`, the ``weights`` form of SLICES.md c
   with the quantity closed (``exit_reason`` ``signal``; ``reverse`` when the fill goes through
   zero; ``halt``). Lots still open at the end are open trades.
 
-The Python loop runs once per trade event (fills and stop hits), never once per bar; everything
-per bar is numpy.
+The signal form runs compiled, one chunk of bars at a time (:mod:`.sim`); the weights form is a
+Python loop once per rebalancing bar, everything per symbol numpy.
 """
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -58,10 +57,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from .sim import DEFAULT_FRACTION, REASONS, SIZINGS, Fills, Simulator, Skips, Trades
 from .strategies import Strategy, StrategyError, atr, call_targets, call_weights, fmt_bar_time
-
-SIZINGS = ("equal-weight", "fixed-fraction", "atr-risk")
-DEFAULT_FRACTION = {"equal-weight": None, "fixed-fraction": 0.10, "atr-risk": 0.01}
 
 
 @dataclass
@@ -186,16 +183,17 @@ class Panel:
 
 @dataclass
 class Result:
-    """Outputs of :func:`simulate`.
+    """Outputs of :func:`simulate` and :func:`simulate_weights`.
 
     ``equity`` ``cash`` ``gross`` (T,) currency at each close; ``qty`` (T, N) signed position
     after each bar; ``sym_cash`` (T, N) cumulative cash flow of each symbol's fills (negative =
-    spent), so ``sym_cash + qty x close`` is the symbol's P&L; ``fills`` list of dicts (bar, symbol,
-    quantity signed, price, commission, reason); ``trades`` list of dicts (the trades.parquet
-    columns, times as bar indices); ``halted_at`` bar index of the halt fill or None;
-    ``skipped`` entries not taken, ``(bar, symbol index, reason)`` with reason ``no cash`` (cash
-    below the wanted size), ``below one share`` (the wanted size buys less than one share) or
-    ``no ATR`` (atr-risk sizing before the ATR exists)."""
+    spent), so ``sym_cash + qty x close`` is the symbol's P&L; ``fills`` :class:`.sim.Fills`
+    (bar, symbol, quantity signed, price, commission, reason; execution order); ``trades``
+    :class:`.sim.Trades` (the trades.parquet columns, times as bar indices); ``halted_at`` bar
+    index of the halt fill or None; ``skipped`` :class:`.sim.Skips`, entries not taken,
+    ``(bar, symbol index, reason)`` with reason ``no cash`` (cash below the wanted size),
+    ``below one share`` (the wanted size buys less than one share) or ``no ATR`` (atr-risk
+    sizing before the ATR exists)."""
 
     equity: np.ndarray
     cash: np.ndarray
@@ -203,10 +201,10 @@ class Result:
     qty: np.ndarray
     sym_cash: np.ndarray
     close_ff: np.ndarray
-    fills: list[dict]
-    trades: list[dict]
+    fills: Fills
+    trades: Trades
     halted_at: int | None = None
-    skipped: list[tuple[int, int, str]] = field(default_factory=list)
+    skipped: Skips = field(default_factory=Skips.empty)
     notes: list[str] = field(default_factory=list)
 
 
@@ -217,9 +215,21 @@ def ffill(m: np.ndarray) -> np.ndarray:
     return np.take_along_axis(m, idx, axis=0)
 
 
+def symbol_targets(strat: Strategy, params: dict, bars: dict, allow_short: bool, atr_window: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """One symbol's targets (n,) int8 on its own ``bars`` (SLICES.md contract 5 dict, e.g. from
+    :meth:`Panel.symbol_bars`; :func:`.strategies.call_targets`: StrategyError on a bad return or
+    an exception inside), short targets set to 0 (flat) unless ``allow_short``; and its ATR (n,)
+    over ``atr_window`` bars, or None when ``atr_window`` is None (no stop or atr-risk sizing)."""
+    tgt = call_targets(strat, bars, params)
+    if not allow_short:
+        tgt = np.maximum(tgt, 0).astype(np.int8)
+    a = atr(bars["high"], bars["low"], bars["close"], atr_window) if atr_window is not None else None
+    return tgt, a
+
+
 def compute_targets(panel: Panel, strat: Strategy, params: dict, allow_short: bool, atr_window: int) -> tuple[np.ndarray, np.ndarray]:
     """Targets (T, N) int8 and ATR (T, N) float, each symbol computed on its own bars only
-    (:func:`.strategies.call_targets`: StrategyError on a bad return or an exception inside).
+    (:func:`symbol_targets`).
 
     Rows where a symbol has no bar repeat its previous target (no order can come from them).
     Short targets become 0 (flat) unless ``allow_short``.
@@ -229,14 +239,11 @@ def compute_targets(panel: Panel, strat: Strategy, params: dict, allow_short: bo
     atrs = np.full((T, N), np.nan)
     for j in range(N):
         rows = np.flatnonzero(~np.isnan(panel.close[:, j]))
-        bars = panel.symbol_bars(j, rows)
-        tgt = call_targets(strat, bars, params)
-        if not allow_short:
-            tgt = np.maximum(tgt, 0).astype(np.int8)
+        tgt, a = symbol_targets(strat, params, panel.symbol_bars(j, rows), allow_short, atr_window)
         full = np.full(T, np.nan)
         full[rows] = tgt
         targets[:, j] = np.nan_to_num(ffill(full[:, None])[:, 0], nan=0.0).astype(np.int8)
-        atrs[rows, j] = atr(bars["high"], bars["low"], bars["close"], atr_window)
+        atrs[rows, j] = a
     return targets, atrs
 
 
@@ -269,28 +276,14 @@ def check_lookahead(panel: Panel, strat: Strategy, params: dict, samples: int = 
     ``<strategy> looks ahead: <SYMBOL> <time>: target 1 with bars up to then, 0 with all bars``
     at the first bar whose value differs; returns a ``note:`` line when none does. Weights are
     compared with a relative tolerance of 1e-9 (NaN equal to NaN)."""
-    need = max(strat.needed_bars(params), 1)
-
-    def cuts(n: int) -> np.ndarray:
-        even = np.linspace(min(need, n) - 1, n - 1, samples).round().astype(int)
-        return np.unique(np.concatenate((even, np.arange(n - 1 - last, n - 1))).clip(0, n - 2)) if n > 1 else np.array([], int)
-
     checked = 0
     if strat.form == "targets":
         for j, sym in enumerate(panel.symbols):
-            rows = np.flatnonzero(~np.isnan(panel.close[:, j]))
-            bars = panel.symbol_bars(j, rows)
-            full = call_targets(strat, bars, params)
-            for k in cuts(rows.size):
-                part = call_targets(strat, {key: (v[: k + 1] if key != "symbol" else v) for key, v in bars.items()}, params)
-                checked += 1
-                diff = np.flatnonzero(part != full[: k + 1])
-                if diff.size:
-                    d = int(diff[0])
-                    raise StrategyError(_lookahead_msg(strat, sym, bars["timestamp"], d, k, f"target {part[d]}", f"{full[d]}"))
+            checked += check_lookahead_symbol(strat, params, panel.symbol_bars(j, np.flatnonzero(~np.isnan(panel.close[:, j]))),
+                                              samples, last)
     else:
         full = call_weights(strat, panel.as_dict(), params)
-        for k in cuts(panel.close.shape[0]):
+        for k in _cuts(panel.close.shape[0], strat, params, samples, last):
             part = call_weights(strat, panel.as_dict(rows=k + 1), params)
             checked += 1
             same = np.isclose(part, full[: k + 1], rtol=1e-9, atol=1e-12, equal_nan=True)
@@ -298,8 +291,38 @@ def check_lookahead(panel: Panel, strat: Strategy, params: dict, samples: int = 
                 t, j = (int(x) for x in np.argwhere(~same)[0])
                 raise StrategyError(_lookahead_msg(strat, panel.symbols[j], panel.timestamps, t, k,
                                                    f"weight {part[t, j]:g}", f"{full[t, j]:g}"))
+    return lookahead_note(strat, checked, len(panel.symbols))
+
+
+def lookahead_note(strat: Strategy, checked: int, n_symbols: int) -> str:
+    """The ``note:`` line of a lookahead check that found nothing."""
     return (f"note: --check-lookahead: {strat.label}: no lookahead found ({checked:,} truncated histories, "
-            f"{len(panel.symbols):,} symbol(s))")
+            f"{n_symbols:,} symbol(s))")
+
+
+def _cuts(n: int, strat: Strategy, params: dict, samples: int, last: int) -> np.ndarray:
+    """Where :func:`check_lookahead` cuts a history of ``n`` bars: ``samples`` evenly spaced bars
+    from the strategy's warm-up on, plus the ``last`` bars before the end."""
+    need = max(strat.needed_bars(params), 1)
+    if n <= 1:
+        return np.array([], int)
+    even = np.linspace(min(need, n) - 1, n - 1, samples).round().astype(int)
+    return np.unique(np.concatenate((even, np.arange(n - 1 - last, n - 1))).clip(0, n - 2))
+
+
+def check_lookahead_symbol(strat: Strategy, params: dict, bars: dict, samples: int = 20, last: int = 3) -> int:
+    """:func:`check_lookahead` for one symbol of a targets strategy (``bars``: its contract-5
+    dict); returns the number of truncated histories checked, raises StrategyError as it does."""
+    full = call_targets(strat, bars, params)
+    checked = 0
+    for k in _cuts(bars["close"].size, strat, params, samples, last):
+        part = call_targets(strat, {key: (v[: k + 1] if key != "symbol" else v) for key, v in bars.items()}, params)
+        checked += 1
+        diff = np.flatnonzero(part != full[: k + 1])
+        if diff.size:
+            d = int(diff[0])
+            raise StrategyError(_lookahead_msg(strat, bars["symbol"], bars["timestamp"], d, k, f"target {part[d]}", f"{full[d]}"))
+    return checked
 
 
 def _lookahead_msg(strat: Strategy, sym: str, stamps: np.ndarray, d: int, k: int, got: str, want: str) -> str:
@@ -307,13 +330,43 @@ def _lookahead_msg(strat: Strategy, sym: str, stamps: np.ndarray, d: int, k: int
     return f"{strat.label} looks ahead: {sym} {fmt_bar_time(stamps[d])}: {got} with bars up to then, {want} with all bars{cut}"
 
 
-def simulate(panel: Panel, targets: np.ndarray, atrs: np.ndarray, cfg: Config) -> Result:
-    """Run the portfolio; with ``cfg.max_drawdown``, run again halting after the first breach.
+def simulate(panel: Panel, targets: np.ndarray, atrs: np.ndarray, cfg: Config, chunk_rows: int | None = None,
+             compiled: bool | None = None) -> Result:
+    """Run the portfolio on a whole panel (:class:`.sim.Simulator`, ``chunk_rows`` bars at a
+    time, default all; ``compiled`` as there); with ``cfg.max_drawdown`` trading halts after the
+    first breach.
 
     ``targets`` (T, N) int8 in {-1, 0, 1} (target after each bar's close); ``atrs`` (T, N) ATR
-    on each bar (used for stops and atr-risk sizing). See the module docstring for the rules.
-    """
-    return _with_halt(lambda halt_bar: _run(panel, targets, atrs, cfg, halt_bar), cfg)
+    on each bar (used for stops and atr-risk sizing). See the module docstring for the rules."""
+    T, N = panel.close.shape
+    sim = Simulator(T, N, cfg, compiled)
+    step = T if chunk_rows is None else max(1, int(chunk_rows))
+    parts = []
+    for a in range(0, T, step):
+        z = slice(a, a + step)
+        parts.append(sim.step(panel.open[z], panel.high[z], panel.low[z], panel.close[z],
+                              np.ascontiguousarray(targets[z], dtype=np.int8), atrs[z]))
+    fills, trades, skips = sim.finish()
+    cash, qty, close_ff, equity = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    gross = np.abs(qty * np.nan_to_num(close_ff)).sum(axis=1)
+    res = Result(equity, cash, gross, qty, cell_series(fills, fills.flow_after, T, N), close_ff, fills, trades,
+                 sim.halt_bar, skips)
+    if sim.breach is not None:
+        res.notes.append(f"max-drawdown halt: drawdown reached -{cfg.max_drawdown:.2%} on bar {sim.breach}; no trading after")
+    return res
+
+
+def cell_series(fills: Fills, values: np.ndarray, T: int, N: int) -> np.ndarray:
+    """(T, N): for each bar and symbol, ``values`` of the symbol's last fill at or before that
+    bar (0 before its first fill); ``values`` (len(fills),), e.g. ``fills.flow_after``."""
+    out = np.full((T, N), np.nan)
+    if len(fills):
+        key = fills.bar * N + fills.symbol
+        order = np.lexsort((np.arange(key.size), key))
+        k = key[order]
+        keep = order[np.r_[k[1:] != k[:-1], True]]
+        out[fills.bar[keep], fills.symbol[keep]] = values[keep]
+    return np.nan_to_num(ffill(np.vstack([np.zeros(N), out]))[1:])
 
 
 def simulate_weights(panel: Panel, weights: np.ndarray, cfg: Config) -> Result:
@@ -349,7 +402,7 @@ class _Ledger:
         self.cash_rec = np.full(T, np.nan)
         self.qty_rec = np.full((T, N), np.nan)
         self.flow_rec = np.full((T, N), np.nan)
-        self.fills: list[dict] = []
+        self.fills: list[tuple] = []  # Fills columns, one tuple per fill
 
     def fill(self, b: int, j: int, q: float, price: float, reason: str) -> None:
         """Trade ``q`` (signed) of symbol ``j`` at ``price`` on bar ``b``, paying the commission."""
@@ -359,14 +412,14 @@ class _Ledger:
         self.qty[j] += q
         if abs(self.qty[j]) < 1e-12 * max(1.0, abs(q)):
             self.qty[j] = 0.0
-        self.fills.append({"bar": b, "symbol": j, "quantity": q, "price": price, "commission": c, "reason": reason})
+        self.fills.append((b, j, q, price, c, REASONS.index(reason), self.qty[j], self.flow[j]))
 
     def record(self, b: int) -> None:
         self.cash_rec[b] = self.cash
         self.qty_rec[b] = self.qty
         self.flow_rec[b] = self.flow
 
-    def result(self, close_ff: np.ndarray, trades: list[dict], halt_bar: int | None, skipped: list | None = None) -> Result:
+    def result(self, close_ff: np.ndarray, trades: list[tuple], halt_bar: int | None) -> Result:
         """Per-bar cash, positions and equity (marked at the carried-forward closes) as a Result."""
         N = self.qty.size
         cash_s = ffill(np.concatenate(([self.cash0], self.cash_rec))[:, None])[1:, 0]
@@ -375,123 +428,17 @@ class _Ledger:
         value = qty_m * np.nan_to_num(close_ff)
         equity = cash_s + value.sum(axis=1)
         gross = np.abs(value).sum(axis=1)
-        return Result(equity, cash_s, gross, qty_m, flow_m, close_ff, self.fills, trades, halt_bar, skipped or [])
+        return Result(equity, cash_s, gross, qty_m, flow_m, close_ff, _columns(Fills, self.fills), _columns(Trades, trades),
+                      halt_bar)
 
 
-def _run(panel: Panel, targets: np.ndarray, atrs: np.ndarray, cfg: Config, halt_bar: int | None) -> Result:
-    T, N = panel.close.shape
-    o, hi, lo = panel.open, panel.high, panel.low
-    close_ff = ffill(panel.close)
-    slip = cfg.slippage_bps / 1e4
-    com = cfg.commission
-    fraction = cfg.fraction if cfg.fraction is not None else DEFAULT_FRACTION[cfg.sizing]
-    stop_k = cfg.stop_loss_atr if cfg.stop_loss_atr is not None else 2.0
-
-    # signal fills: for each symbol, bars where the target changes, filled at its next bar
-    fills_at: dict[int, list[tuple[int, int, int]]] = {}
-    next_fill_bars: list[np.ndarray] = []
-    for j in range(N):
-        rows = np.flatnonzero(~np.isnan(panel.close[:, j]))
-        tg = targets[rows, j]
-        change = np.flatnonzero(np.diff(np.concatenate(([0], tg))) != 0)
-        change = change[change + 1 < rows.size]  # a change on the last bar has no next bar to fill on
-        sig_rows, fill_rows = rows[change], rows[change + 1]
-        next_fill_bars.append(fill_rows)
-        for s, f in zip(sig_rows, fill_rows):
-            fills_at.setdefault(int(f), []).append((j, int(targets[s, j]), int(s)))
-
-    queue = deque(sorted(fills_at))
-    stops: list[tuple[int, int, int]] = []  # heap of (bar, symbol, position id)
-    book = _Ledger(T, N, cfg.cash, com)
-    qty = book.qty
-    pos: dict[int, dict] = {}  # open position per symbol
-    pid = 0
-    trades: list[dict] = []
-    skipped: list[tuple[int, int, str]] = []  # (bar, symbol, reason) of entries not taken
-    fill = book.fill
-
-    def close_pos(b: int, j: int, price: float, reason: str) -> None:
-        p = pos.pop(j)
-        q = p["qty"]
-        fill(b, j, -q, price, reason)
-        exit_c = abs(q) * price * com
-        pnl = q * (price - p["price"]) - p["commission"] - exit_c
-        trades.append(_trade(j, p, b, price, pnl, p["commission"] + exit_c, reason, False))
-
-    def open_pos(b: int, j: int, direction: int, sig: int, equity: float) -> None:
-        nonlocal pid, skipped
-        price = o[b, j] * (1 + slip * direction)
-        a = atrs[sig, j]
-        if cfg.sizing == "equal-weight":
-            value = equity / N
-        elif cfg.sizing == "fixed-fraction":
-            value = fraction * equity
-        else:
-            if not (a > 0):
-                skipped.append((b, j, "no ATR"))
-                return
-            value = fraction * equity / (stop_k * a) * price
-        wanted = min(value, cfg.max_position_pct / 100 * equity)
-        value = min(wanted, book.cash)
-        q = value / (price * (1 + com))
-        if cfg.whole_shares:
-            q = math.floor(q + 1e-9)
-        if not q > 0:
-            skipped.append((b, j, "no cash" if book.cash < wanted else "below one share"))
-            return
-        pid += 1
-        fill(b, j, direction * q, price, "entry")
-        pos[j] = {"id": pid, "qty": direction * q, "price": price, "bar": b, "commission": q * price * com}
-        if (cfg.stop_loss_atr or cfg.take_profit_atr) and a > 0:
-            sl = price - direction * cfg.stop_loss_atr * a if cfg.stop_loss_atr else None
-            tp = price + direction * cfg.take_profit_atr * a if cfg.take_profit_atr else None
-            pos[j].update(sl=sl, tp=tp)
-            nf = next_fill_bars[j]
-            k = np.searchsorted(nf, b, side="right")
-            end = int(nf[k]) if k < nf.size else T  # the next signal fill handles the position itself
-            if halt_bar is not None:
-                end = min(end, halt_bar)
-            hit = _first_trigger(lo[b:end, j], hi[b:end, j], direction, sl, tp)
-            if hit is not None:
-                heapq.heappush(stops, (b + hit, j, pid))
-
-    while queue or stops:
-        b = min(queue[0] if queue else T, stops[0][0] if stops else T)
-        if halt_bar is not None and b >= halt_bar:
-            break
-        if queue and queue[0] == b:
-            queue.popleft()
-            orders = sorted(fills_at[b])
-            for j, tgt, _ in orders:  # exits first
-                if j in pos and np.sign(pos[j]["qty"]) != tgt:
-                    side = -np.sign(pos[j]["qty"])
-                    close_pos(b, j, o[b, j] * (1 + slip * side), "reverse" if tgt != 0 else "signal")
-            entries = [(j, tgt, s) for j, tgt, s in orders if tgt != 0 and j not in pos]
-            if entries:
-                mark = np.where(np.isnan(o[b]), close_ff[b - 1] if b else 0.0, o[b])
-                equity = book.cash + float(np.nansum(qty * mark))
-                for j, tgt, s in entries:
-                    open_pos(b, j, tgt, s, equity)
-        while stops and stops[0][0] == b:
-            _, j, p_id = heapq.heappop(stops)
-            if j in pos and pos[j]["id"] == p_id:
-                price, reason = _trigger_fill(pos[j], b, o[b, j], lo[b, j], hi[b, j], slip)
-                close_pos(b, j, price, reason)
-        book.record(b)
-
-    if halt_bar is not None and halt_bar < T:
-        for j in sorted(pos):
-            side = -np.sign(pos[j]["qty"])
-            px = o[halt_bar, j] if not np.isnan(o[halt_bar, j]) else close_ff[halt_bar - 1, j]
-            close_pos(halt_bar, j, px * (1 + slip * side), "halt")
-        book.record(halt_bar)
-
-    last = T - 1
-    for j, p in sorted(pos.items()):
-        px = close_ff[last, j]
-        pnl = p["qty"] * (px - p["price"]) - p["commission"]
-        trades.append(_trade(j, p, last, px, pnl, p["commission"], "open", True))
-    return book.result(close_ff, trades, halt_bar, skipped)
+def _columns(kind, rows: list[tuple]):
+    """Typed records of ``kind`` (:class:`.sim.Fills` or :class:`.sim.Trades`) from row tuples."""
+    if not rows:
+        return kind.empty()
+    empty = kind.empty()
+    cols = list(zip(*rows))
+    return kind(*(np.array(c, dtype=getattr(empty, f).dtype) for c, f in zip(cols, empty.__dataclass_fields__)))
 
 
 def _run_weights(panel: Panel, weights: np.ndarray, cfg: Config, halt_bar: int | None) -> Result:
@@ -517,7 +464,7 @@ def _run_weights(panel: Panel, weights: np.ndarray, cfg: Config, halt_bar: int |
     book = _Ledger(T, N, cfg.cash, com)
     qty = book.qty
     lots: list[deque] = [deque() for _ in range(N)]  # open lots per symbol: [signed qty, price, bar, commission left]
-    trades: list[dict] = []
+    trades: list[tuple] = []
 
     def trade(b: int, j: int, q: float, price: float, reason: str) -> None:
         crossing = qty[j] != 0 and np.sign(qty[j]) != np.sign(q) and abs(q) > abs(qty[j])
@@ -571,7 +518,7 @@ def _run_weights(panel: Panel, weights: np.ndarray, cfg: Config, halt_bar: int |
     return book.result(close_ff, trades, halt_bar)
 
 
-def _book_lots(lots: deque, trades: list[dict], j: int, b: int, q: float, price: float, com: float, reason: str) -> None:
+def _book_lots(lots: deque, trades: list[tuple], j: int, b: int, q: float, price: float, com: float, reason: str) -> None:
     """FIFO booking of a fill of ``q`` (signed) at ``price``: it closes the oldest opposite lots
     first, one trade row per lot closed wholly or partly (its share of the lot's entry commission
     plus the exit commission on the quantity closed); what is left opens a new lot."""
@@ -594,41 +541,7 @@ def _book_lots(lots: deque, trades: list[dict], j: int, b: int, q: float, price:
         lots.append([rest, price, b, abs(rest) * price * com])
 
 
-def _trade(j: int, p: dict, b: int, price: float, pnl: float, commission: float, reason: str, is_open: bool) -> dict:
-    return _trade_row(j, p["qty"], p["bar"], p["price"], b, price, pnl, commission, reason, is_open)
-
-
 def _trade_row(j: int, q: float, entry_bar: int, entry_price: float, exit_bar: int, exit_price: float, pnl: float,
-               commission: float, reason: str, is_open: bool) -> dict:
-    """One trades.parquet row (times as bar indices, symbol as its column); ``q`` signed."""
-    return {
-        "symbol": j, "side": "long" if q > 0 else "short", "quantity": abs(q),
-        "entry_bar": entry_bar, "entry_price": entry_price, "exit_bar": exit_bar, "exit_price": exit_price,
-        "pnl": pnl, "return_pct": 100.0 * pnl / (abs(q) * entry_price), "commission": commission,
-        "exit_reason": reason, "is_open": is_open,
-    }
-
-
-def _first_trigger(low: np.ndarray, high: np.ndarray, direction: int, sl: float | None, tp: float | None) -> int | None:
-    """Offset of the first bar whose range reaches the stop or the target, or None."""
-    hit = np.zeros(low.shape, dtype=bool)
-    if sl is not None:
-        hit |= (low <= sl) if direction > 0 else (high >= sl)
-    if tp is not None:
-        hit |= (high >= tp) if direction > 0 else (low <= tp)
-    idx = np.flatnonzero(hit)
-    return int(idx[0]) if idx.size else None
-
-
-def _trigger_fill(p: dict, b: int, open_: float, low: float, high: float, slip: float) -> tuple[float, str]:
-    """Fill price and reason for a stop/target hit on bar ``b`` (see module docstring)."""
-    d = 1 if p["qty"] > 0 else -1
-    sl, tp = p.get("sl"), p.get("tp")
-    entry_bar = b == p["bar"]
-    if not entry_bar and sl is not None and (open_ - sl) * d <= 0:
-        return open_ * (1 - d * slip), "stop_loss"
-    if not entry_bar and tp is not None and (open_ - tp) * d >= 0:
-        return open_, "take_profit"
-    if sl is not None and ((low <= sl) if d > 0 else (high >= sl)):
-        return sl * (1 - d * slip), "stop_loss"
-    return tp, "take_profit"
+               commission: float, reason: str, is_open: bool) -> tuple:
+    """One trade as a tuple of :class:`.sim.Trades` columns (``q`` signed, times as bar indices)."""
+    return (j, q, entry_bar, entry_price, exit_bar, exit_price, pnl, commission, REASONS.index(reason), is_open)

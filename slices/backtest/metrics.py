@@ -141,13 +141,14 @@ def all_metrics(equity: np.ndarray, ann: float, exposure: float, pnl: np.ndarray
     return {k: m[k] for k in METRICS}
 
 
-def symbol_equity(alloc: float, qty: np.ndarray, sym_cash: np.ndarray, close_ff: np.ndarray, fills: list[dict]) -> np.ndarray:
+def symbol_equity(alloc: float, qty: np.ndarray, sym_cash: np.ndarray, close_ff: np.ndarray, fills) -> np.ndarray:
     """Per-symbol equity curves (T, N), time-weighted on the capital each symbol actually had.
 
     ``qty`` (T, N) position after each bar; ``sym_cash`` (T, N) cumulative cash flow of the
     symbol's fills (commission included); ``close_ff`` (T, N) closes carried forward (NaN before
-    a symbol's first bar); ``fills`` dicts with ``bar symbol quantity price commission`` in
-    execution order (engine.Result.fills, either strategy form).
+    a symbol's first bar); ``fills`` :class:`.sim.Fills` (arrays ``bar symbol quantity price
+    commission``) in execution order (engine.Result.fills, either strategy form); symbol
+    indices are the columns of ``qty``.
 
     For bar t: value V_t = sym_cash_t + qty_t x close_t; P&L_t = V_t - V_{t-1};
     capital K_t = |qty_{t-1}| x close_{t-1} + the sum, over fills in bar t that open or increase
@@ -162,18 +163,14 @@ def symbol_equity(alloc: float, qty: np.ndarray, sym_cash: np.ndarray, close_ff:
     pnl = np.diff(value, axis=0, prepend=np.zeros((1, N)))
     capital = np.zeros((T, N))
     capital[1:] = np.abs(qty[:-1]) * marks[:-1]
-    if fills:
-        bar = np.fromiter((f["bar"] for f in fills), dtype=np.int64, count=len(fills))
-        sym = np.fromiter((f["symbol"] for f in fills), dtype=np.int64, count=len(fills))
-        q = np.fromiter((f["quantity"] for f in fills), dtype=float, count=len(fills))
-        price = np.fromiter((f["price"] for f in fills), dtype=float, count=len(fills))
-        com = np.fromiter((f["commission"] for f in fills), dtype=float, count=len(fills))
+    if len(fills):
+        bar, sym, q, price, com = fills.bar, fills.symbol, fills.quantity, fills.price, fills.commission
         order = np.lexsort((np.arange(len(fills)), sym))  # by symbol, execution order kept
-        after = np.cumsum(q[order])
-        starts = np.flatnonzero(np.r_[True, sym[order][1:] != sym[order][:-1]])
-        after -= np.repeat(np.r_[0.0, after[starts[1:] - 1]], np.diff(np.r_[starts, order.size]))
+        s_sorted = sym[order]
+        prev = np.r_[0.0, fills.qty_after[order][:-1]]  # the position before each fill: the one after the previous
+        prev[np.r_[True, s_sorted[1:] != s_sorted[:-1]]] = 0.0  # a symbol's first fill starts flat
         before = np.empty_like(q)
-        before[order] = after - q[order]
+        before[order] = prev
         same_way = (before == 0) | (np.sign(before) == np.sign(q))
         opened = np.where(same_way, np.abs(q), np.maximum(np.abs(q) - np.abs(before), 0.0))
         share = np.divide(opened, np.abs(q), out=np.zeros_like(q), where=q != 0)

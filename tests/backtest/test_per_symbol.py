@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from slices.backtest import engine
 from slices.backtest.engine import Config, Panel, simulate
 from slices.backtest.metrics import equity_metrics, symbol_equity
+from slices.backtest.sim import Fills
 from slices.backtest.run import backtest
 
 
@@ -29,6 +30,19 @@ def _panel(closes: dict[str, list[float]], opens: dict[str, list[float]] | None 
     return Panel.from_bars(pl.concat(frames))
 
 
+def typed(fills: list[dict]) -> Fills:
+    """The engine's typed fill records from hand-written fills (position and cash flow after each)."""
+    qty, flow, after_q, after_f = {}, {}, [], []
+    for f in fills:
+        qty[f["symbol"]] = qty.get(f["symbol"], 0.0) + f["quantity"]
+        flow[f["symbol"]] = flow.get(f["symbol"], 0.0) - f["quantity"] * f["price"] - f["commission"]
+        after_q.append(qty[f["symbol"]])
+        after_f.append(flow[f["symbol"]])
+    col = lambda k, dt=float: np.array([f[k] for f in fills], dtype=dt)  # noqa: E731
+    return Fills(col("bar", np.int64), col("symbol", np.int64), col("quantity"), col("price"), col("commission"),
+                 np.zeros(len(fills), np.int8), np.array(after_q), np.array(after_f))
+
+
 def test_hand_computed_symbol_equity():
     # buy 10 @ 10 (+1 commission) on bar 1, closes 10, 11, 9, sell 10 @ 9.5 (-0.95 commission) on bar 3
     close = np.array([[10.0], [11.0], [9.0], [9.5]])
@@ -36,7 +50,7 @@ def test_hand_computed_symbol_equity():
              {"bar": 3, "symbol": 0, "quantity": -10.0, "price": 9.5, "commission": 0.95}]
     qty = np.array([[0.0], [10.0], [10.0], [0.0]])
     cash = np.array([[0.0], [-101.0], [-101.0], [-101.0 + 95.0 - 0.95]])
-    eq = symbol_equity(1000.0, qty, cash, close, fills)[:, 0]
+    eq = symbol_equity(1000.0, qty, cash, close, typed(fills))[:, 0]
     r1 = (110 - 101) / 101  # P&L 9 on the capital 101 put in on bar 1
     r2 = (90 - 110) / 110  # P&L -20 on the 110 held at the previous close
     r3 = (95 - 0.95 - 90) / 90  # P&L 4.05 on the 90 held
@@ -50,7 +64,7 @@ def test_reversal_counts_only_the_opening_part():
              {"bar": 2, "symbol": 0, "quantity": 15.0, "price": 10.0, "commission": 3.0}]
     qty = np.array([[0.0], [-5.0], [10.0], [10.0]])
     cash = np.array([[0.0], [50.0], [50.0 - 153.0], [50.0 - 153.0]])
-    eq = symbol_equity(100.0, qty, cash, close, fills)[:, 0]
+    eq = symbol_equity(100.0, qty, cash, close, typed(fills))[:, 0]
     k2 = 5 * 10 + 10 * 10 + 3.0 * 10 / 15  # held short 50 + the opening 10 shares with their share of commission
     r2 = -3.0 / k2
     r3 = 20.0 / 100.0
