@@ -339,7 +339,8 @@ def _outcome(sim: _Sim, strat, strategy: str, p: dict, cfg: Config, data, store,
     ts = pl.Series("timestamp", sim.timestamps).dt.replace_time_zone("UTC")
     N = len(sim.symbols)
     alloc = cfg.cash / N
-    trades = _trades_frame(sim.trades, sim.symbols, sim.timestamps)
+    trades, tr = _trades_frame(sim.trades, sim.symbols, sim.timestamps)
+    sim.trades = None  # the frame holds them now
     equity = pl.DataFrame({
         "timestamp": ts, "equity": sim.equity, "cash": sim.cash, "gross_exposure": sim.gross,
         "drawdown": sim.equity / np.maximum.accumulate(sim.equity) - 1.0, "benchmark": sim.bench,
@@ -349,14 +350,15 @@ def _outcome(sim: _Sim, strat, strategy: str, p: dict, cfg: Config, data, store,
         float(sim.bench[-1] / cfg.cash - 1),
     )
     per_symbol = {}
-    by_sym = trades.partition_by("symbol", as_dict=True, maintain_order=True)
-    none = trades.clear()
+    by_sym = np.argsort(tr.symbol, kind="stable")  # each symbol's trades in the frame's order
+    cut = np.searchsorted(tr.symbol[by_sym], np.arange(N + 1))
+    pnl, ret = tr.pnl, tr.return_pct()
     for j, sym in enumerate(sim.symbols):
         qty, flow, close_ff, mine = sim.column(j)
         sym_eq = symbol_equity(alloc, qty[:, None], flow[:, None], close_ff[:, None], mine)[:, 0]  # README "Per-symbol returns"
-        t = by_sym.get((sym,), none)
+        mine_t = by_sym[cut[j]:cut[j + 1]]
         per_symbol[sym] = all_metrics(
-            sym_eq, ann, float(np.mean(qty != 0)), t["pnl"].to_numpy(), t["return_pct"].to_numpy() / 100,
+            sym_eq, ann, float(np.mean(qty != 0)), pnl[mine_t], ret[mine_t] / 100,
             float(sim.last_close[j] / sim.first_close[j] - 1),
         )
     _engine_warnings(sim, alloc, report)
@@ -403,19 +405,20 @@ def _engine_warnings(res: _Sim, alloc: float, report: LoadReport) -> None:
                     f"size allowed ({alloc:,.2f} per symbol at the start): {names}{more}")
 
 
-def _trades_frame(t: Trades, symbols: list[str], stamps: np.ndarray) -> pl.DataFrame:
+def _trades_frame(t: Trades, symbols: list[str], stamps: np.ndarray) -> tuple[pl.DataFrame, Trades]:
     """trades.parquet (SLICES.md contract 3) from the typed trade records, sorted by entry time
-    then symbol (stable: the engine's order among equal keys)."""
+    then symbol (stable: the engine's order among equal keys); and the records in that order."""
     schema = {
         "symbol": pl.String, "side": pl.String, "quantity": pl.Float64, "entry_time": UTC_US, "entry_price": pl.Float64,
         "exit_time": UTC_US, "exit_price": pl.Float64, "pnl": pl.Float64, "return_pct": pl.Float64,
         "commission": pl.Float64, "exit_reason": pl.String, "is_open": pl.Boolean,
     }
     if not len(t):
-        return pl.DataFrame(schema=schema)
+        return pl.DataFrame(schema=schema), t
+    t = t[np.lexsort((t.symbol, t.entry_bar))]  # bar order is time order; symbols are sorted by name
     df = pl.DataFrame({
         "symbol": pl.Series(symbols, dtype=pl.String).gather(t.symbol),
-        "side": np.where(t.quantity > 0, "long", "short"),
+        "side": pl.Series(["short", "long"], dtype=pl.String).gather((t.quantity > 0).astype(np.int64)),
         "quantity": np.abs(t.quantity),
         "entry_time": stamps[t.entry_bar],
         "entry_price": t.entry_price,
@@ -427,7 +430,7 @@ def _trades_frame(t: Trades, symbols: list[str], stamps: np.ndarray) -> pl.DataF
         "exit_reason": pl.Series(REASONS, dtype=pl.String).gather(t.reason.astype(np.int64)),
         "is_open": t.is_open,
     })
-    return df.with_columns(pl.col("entry_time", "exit_time").dt.replace_time_zone("UTC")).cast(schema).sort("entry_time", "symbol", maintain_order=True)
+    return df.with_columns(pl.col("entry_time", "exit_time").dt.replace_time_zone("UTC")).cast(schema), t
 
 
 def default_out_dir(strategy: str) -> Path:

@@ -493,10 +493,12 @@ def _chunk(b0, o, hi, lo, cl, has, tg, at, book, qty, flow, p_open, p_qty, p_pri
                 last_close[j] = cl[r, j]
         cash_rec[r] = book[0]
         qty_rec[r] = qty
-    fills = (fl[0][:nf], fl[1][:nf], fl[2][:nf], fl[3][:nf], fl[4][:nf], fl[5][:nf], fl[6][:nf], fl[7][:nf])
-    trades = (tr[0][:nt], tr[1][:nt], tr[2][:nt], tr[3][:nt], tr[4][:nt], tr[5][:nt], tr[6][:nt], tr[7][:nt],
-              tr[8][:nt], tr[9][:nt])
-    skips = (sk[0][:ns], sk[1][:ns], sk[2][:ns], sk[3][:ns])
+    # copies: a view would keep the whole capacity (about 3 x the fills) alive
+    fills = (fl[0][:nf].copy(), fl[1][:nf].copy(), fl[2][:nf].copy(), fl[3][:nf].copy(), fl[4][:nf].copy(),
+             fl[5][:nf].copy(), fl[6][:nf].copy(), fl[7][:nf].copy())
+    trades = (tr[0][:nt].copy(), tr[1][:nt].copy(), tr[2][:nt].copy(), tr[3][:nt].copy(), tr[4][:nt].copy(),
+              tr[5][:nt].copy(), tr[6][:nt].copy(), tr[7][:nt].copy(), tr[8][:nt].copy(), tr[9][:nt].copy())
+    skips = (sk[0][:ns].copy(), sk[1][:ns].copy(), sk[2][:ns].copy(), sk[3][:ns].copy())
     return cash_rec, qty_rec, fills, trades, skips
 
 
