@@ -162,25 +162,60 @@ def _weights_run(bars: pl.DataFrame, strat, p: dict, cfg: Config, need: int, nam
 
 
 class _Spill:
-    """Each symbol's arrays in a temporary folder (removed when this object is collected):
-    ``ts`` int64 us, ``open high low close`` float64, ``tg`` int8 targets, ``atr`` float64."""
+    """Each symbol's arrays (``ts`` int64 us, ``open high low close`` float64, ``tg`` int8
+    targets, ``atr`` float64): held in memory up to ``MEMORY_BYTES`` in all, then moved to a
+    temporary folder (``tempfile``, so ``$TMPDIR``; removed when this object is collected), one
+    file per symbol, and read back a row range at a time."""
 
     KINDS = {"ts": np.int64, "open": np.float64, "high": np.float64, "low": np.float64, "close": np.float64,
              "tg": np.int8, "atr": np.float64}
+    MEMORY_BYTES = 128_000_000
 
     def __init__(self):
-        self._dir = tempfile.TemporaryDirectory(prefix="gpt-trader-backtest-")
-        self.root = Path(self._dir.name)
+        self.held: dict[int, dict[str, np.ndarray]] | None = {}  # None once on disk
+        self.layout: dict[int, tuple[int, dict[str, int]]] = {}  # symbol -> (rows, kind -> byte offset)
+        self.nbytes = 0
+        self._dir = self.root = None
 
     def put(self, j: int, **arrays: np.ndarray) -> None:
-        for k, v in arrays.items():
-            np.ascontiguousarray(v, dtype=self.KINDS[k]).tofile(self.root / f"{j}.{k}")
+        """Keep symbol ``j``'s arrays; DataError when the temporary folder cannot be made or its
+        disk is full."""
+        arrays = {k: np.ascontiguousarray(v, dtype=self.KINDS[k]) for k, v in arrays.items()}
+        if self.held is not None:
+            self.held[j] = arrays
+            self.nbytes += sum(v.nbytes for v in arrays.values())
+            if self.nbytes > self.MEMORY_BYTES:
+                held, self.held = self.held, None
+                for k, v in held.items():
+                    self._write(k, v)
+            return
+        self._write(j, arrays)
+
+    def _write(self, j: int, arrays: dict[str, np.ndarray]) -> None:
+        try:
+            if self._dir is None:
+                self._dir = tempfile.TemporaryDirectory(prefix="gpt-trader-backtest-")
+                self.root = Path(self._dir.name)
+            offsets, at = {}, 0
+            with open(self.root / str(j), "wb") as f:
+                for k, v in arrays.items():
+                    offsets[k] = at
+                    v.tofile(f)
+                    at += v.nbytes
+        except OSError as exc:
+            where = f"temporary folder {self.root}" if self.root else "cannot make a temporary folder"
+            raise DataError(f"{where}: {exc.strerror or exc} (a run keeps about 41 bytes a bar there; set TMPDIR to "
+                            f"a writable folder on a larger disk)") from None
+        self.layout[j] = (next(iter(arrays.values())).size, offsets)
 
     def get(self, j: int, kind: str, r0: int = 0, r1: int | None = None) -> np.ndarray:
         """Rows ``r0 .. r1 - 1`` of symbol ``j``'s array ``kind`` (all rows by default)."""
+        if self.held is not None:
+            return self.held[j][kind][r0:r1]
+        rows, offsets = self.layout[j]
         dt = np.dtype(self.KINDS[kind])
-        count = -1 if r1 is None else r1 - r0
-        return np.fromfile(self.root / f"{j}.{kind}", dtype=dt, count=count, offset=r0 * dt.itemsize)
+        end = rows if r1 is None else r1
+        return np.fromfile(self.root / str(j), dtype=dt, count=end - r0, offset=offsets[kind] + r0 * dt.itemsize)
 
 
 class _SpilledPrices(Mapping):

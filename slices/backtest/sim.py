@@ -27,10 +27,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-try:
-    from numba import njit
-except ImportError:  # pragma: no cover - numba is a core dependency (pyproject.toml)
-    njit = None
 
 REASONS = ("entry", "signal", "reverse", "stop_loss", "take_profit", "halt", "open", "rebalance")
 """Fill and exit reasons; the records store their index (int8)."""
@@ -54,11 +50,15 @@ def kernel(compiled: bool):
     """The chunk kernel :func:`_chunk`: plain Python, or compiled with numba (nogil, cached on
     disk in ``__pycache__``) together with the functions it calls; the same source either way.
     Without numba the Python one is returned."""
-    if not compiled or njit is None:
+    if not compiled:
         return _chunk
     if not _COMPILED:
         import types
 
+        try:
+            from numba import njit  # imported only for a large run (about 0.3 s)
+        except ImportError:  # pragma: no cover - numba is a core dependency (pyproject.toml)
+            return _chunk
         ns = dict(globals())  # the compiled functions call each other's compiled versions
         for name in _KERNEL:
             f = globals()[name]

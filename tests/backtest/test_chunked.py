@@ -22,7 +22,7 @@ from polars.testing import assert_frame_equal
 
 from slices.backtest.bars import SAMPLE_ROOT, BarBatches, load_bars
 from slices.backtest.engine import Config, Panel, compute_targets, simulate
-from slices.backtest.run import backtest
+from slices.backtest.run import _Spill, backtest
 from slices.backtest.sim import _pairwise
 from slices.backtest.strategies import resolve_params
 from test_properties import random_bars, setups
@@ -72,6 +72,7 @@ def test_a_streamed_run_in_tiny_chunks_and_batches_equals_the_default_run(option
     options = {"strategy": "simple_ma", **options}
     want = backtest(**options)
     monkeypatch.setitem(BarBatches.__init__.__kwdefaults__, "batch_rows", 1)
+    monkeypatch.setattr(_Spill, "MEMORY_BYTES", 0)  # every symbol's arrays go to the temporary folder
     got = backtest(**options, chunk_cells=7)  # batches of one symbol, chunks of a bar or so
     assert_frame_equal(got.equity, want.equity, check_exact=True)
     assert_frame_equal(got.trades, want.trades, check_exact=True)
@@ -80,6 +81,7 @@ def test_a_streamed_run_in_tiny_chunks_and_batches_equals_the_default_run(option
     for sym in ("AAPL", "MSFT"):
         if sym in want.prices:
             assert_frame_equal(got.prices[sym], want.prices[sym])
+    assert got.prices.spill.root is not None and any(got.prices.spill.root.iterdir())  # it did go to disk
 
 
 def test_batches_give_load_bars_bars_and_warnings(tmp_path):
