@@ -128,8 +128,41 @@ def _run_options(f):
         click.option("--format", "-f", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"]),
                      help="table: summary; json: metrics.json on stdout."),
         click.option("--no-report", is_flag=True, help="Skip report.html (faster)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
     return _apply(opts)(f)
+
+
+class Progress:
+    """Progress bars on stderr for a run's stages (``__call__(stage, done, total)``), one bar per
+    stage, only when stderr is a terminal and not ``quiet`` (SLICES.md command-line style); a
+    stage of a single step or an unknown total draws nothing."""
+
+    def __init__(self, quiet: bool):
+        self.on = not quiet and sys.stderr.isatty()
+        self.stage, self.bar, self.done = None, None, 0
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.on or total < 2:
+            return
+        if stage != self.stage:
+            self._close()
+            self.stage, self.done = stage, 0
+            self.bar = click.progressbar(length=total, label=stage, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __exit__(self, *exc) -> None:
+        self._close()
 
 
 @click.group(cls=_Group, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,7 +181,7 @@ def cli(ctx: click.Context) -> None:
 def run(strategy, symbols, data, store, timeframe, start, end, params, cash, commission, slippage_bps, allow_short,
         whole_shares, sizing, fraction, stop_loss_atr, take_profit_atr, atr_window, max_position_pct, max_drawdown,
         no_adjust, out, fmt, no_report, leverage=1.0, rebalance_threshold=0.0, check_lookahead=False, debug=False,
-        keep_suspicious=False):
+        keep_suspicious=False, quiet=False):
     """Run a backtest and write metrics.json, trades.parquet, equity.parquet and report.html."""
     from .run import backtest, default_out_dir, metrics_document, write_outputs
 
@@ -163,9 +196,10 @@ def run(strategy, symbols, data, store, timeframe, start, end, params, cash, com
                  take_profit_atr=take_profit_atr, atr_window=atr_window, max_position_pct=max_position_pct,
                  max_drawdown=max_drawdown, leverage=leverage, rebalance_threshold=rebalance_threshold)
     sym_list = symbol_list(symbols)
-    outcome = backtest(strategy, sym_list, params=overrides, data=list(data) or None, store=store, timeframe=timeframe,
-                       start=start, end=end, adjust=not no_adjust, keep_suspicious=keep_suspicious, config=cfg,
-                       lookahead_check=check_lookahead)
+    with Progress(quiet) as bar:
+        outcome = backtest(strategy, sym_list, params=overrides, data=list(data) or None, store=store,
+                           timeframe=timeframe, start=start, end=end, adjust=not no_adjust,
+                           keep_suspicious=keep_suspicious, config=cfg, lookahead_check=check_lookahead, progress=bar)
     echo_report(outcome.report, "all listed in metrics.json")
     folder = Path(out) if out else default_out_dir(outcome.run["strategy"])
     written = write_outputs(outcome, folder, report=not no_report)

@@ -7,6 +7,7 @@ equity.parquet and report.html.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from .bars import BarBatches, DataError, LoadReport, fmt_price, fmt_ts
 from .engine import (Config, Panel, check_lookahead, check_lookahead_symbol, compute_weights, ffill,
                      lookahead_note, simulate_weights, symbol_targets)
 from .metrics import all_metrics, equity_metrics, periods_per_year, symbol_equity
-from .sim import REASONS, SKIPS, Fills, Simulator, Skips, Trades
+from .sim import COMPILE_CELLS, REASONS, SKIPS, Fills, Simulator, Skips, Trades, compiled_cached
 from .strategies import resolve_params
 
 UTC_US = pl.Datetime("us", "UTC")
@@ -91,10 +92,14 @@ def backtest(
     config: Config | None = None,
     lookahead_check: bool = False,
     chunk_cells: int = CHUNK_CELLS,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Outcome:
     """Run one backtest. ``strategy``: a built-in name, a ``.py`` file, ``package.module`` or
     ``package.module:attribute`` (SLICES.md contract 5); ``lookahead_check``: first run
     :func:`.engine.check_lookahead` (its note goes into the report's notes).
+
+    ``progress(stage, done, total)`` is called as symbols are loaded (stage ``symbols``) and as
+    the timeline is simulated (``bars``, or ``bars (compiling the kernel, once)`` the first time).
 
     A signal (``targets``) strategy streams: the bars are loaded a batch of symbols at a time
     (:class:`.bars.BarBatches`), each symbol's targets computed on its own bars and its arrays
@@ -120,7 +125,8 @@ def backtest(
     if strat.form == "weights":
         sim = _weights_run(pl.concat(list(batches)), strat, p, cfg, need, named, report, lookahead_check)
     else:
-        sim = _signal_run(batches, strat, p, cfg, need, atr_window, named, report, lookahead_check, chunk_cells)
+        sim = _signal_run(batches, strat, p, cfg, need, atr_window, named, report, lookahead_check, chunk_cells,
+                          progress or (lambda stage, done, total: None))
     return _outcome(sim, strat, strategy, p, cfg, data, store, adjust, report)
 
 
@@ -192,10 +198,10 @@ class _Spill:
         self._write(j, arrays)
 
     def _write(self, j: int, arrays: dict[str, np.ndarray]) -> None:
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="gpt-trader-backtest-", dir=_temp_root())
+            self.root = Path(self._dir.name)
         try:
-            if self._dir is None:
-                self._dir = tempfile.TemporaryDirectory(prefix="gpt-trader-backtest-")
-                self.root = Path(self._dir.name)
             offsets, at = {}, 0
             with open(self.root / str(j), "wb") as f:
                 for k, v in arrays.items():
@@ -203,9 +209,11 @@ class _Spill:
                     v.tofile(f)
                     at += v.nbytes
         except OSError as exc:
-            where = f"temporary folder {self.root}" if self.root else "cannot make a temporary folder"
-            raise DataError(f"{where}: {exc.strerror or exc} (a run keeps about 41 bytes a bar there; set TMPDIR to "
-                            f"a writable folder on a larger disk)") from None
+            import shutil
+
+            why = exc.strerror or ("no space left on device" if shutil.disk_usage(self.root).free < 1 << 26 else str(exc))
+            raise DataError(f"temporary folder {self.root}: {why} (a run keeps 25 to 49 bytes a bar there; set TMPDIR "
+                            f"to a folder on a larger disk)") from None
         self.layout[j] = (next(iter(arrays.values())).size, offsets)
 
     def get(self, j: int, kind: str, r0: int = 0, r1: int | None = None) -> np.ndarray:
@@ -216,6 +224,23 @@ class _Spill:
         dt = np.dtype(self.KINDS[kind])
         end = rows if r1 is None else r1
         return np.fromfile(self.root / str(j), dtype=dt, count=end - r0, offset=offsets[kind] + r0 * dt.itemsize)
+
+
+def _temp_root() -> str:
+    """The folder for a run's temporary files: ``$TMPDIR`` when set (DataError when it is not a
+    writable folder: Python would quietly use /tmp instead), else the system's."""
+    env = os.environ.get("TMPDIR")
+    if not env:
+        return tempfile.gettempdir()
+    if not (os.path.isdir(env) and os.access(env, os.W_OK | os.X_OK)):
+        raise DataError(f"TMPDIR {env}: not a writable folder (a large run keeps its bars there; unset it to use "
+                        f"the system's temporary folder)")
+    try:  # writable as far as permissions go; make sure (e.g. /proc)
+        with tempfile.TemporaryDirectory(dir=env):
+            pass
+    except OSError as exc:
+        raise DataError(f"TMPDIR {env}: cannot make a folder there ({exc.strerror or exc})") from None
+    return env
 
 
 class _SpilledPrices(Mapping):
@@ -237,7 +262,7 @@ class _SpilledPrices(Mapping):
 
 
 def _signal_run(batches: BarBatches, strat, p: dict, cfg: Config, need: int, atr_window: int | None, named: bool,
-                report: LoadReport, lookahead_check: bool, chunk_cells: int) -> _Sim:
+                report: LoadReport, lookahead_check: bool, chunk_cells: int, progress) -> _Sim:
     """The signal form, streamed: per symbol (batch by batch) its targets and ATR, kept on disk;
     then the timeline chunk by chunk through :class:`.sim.Simulator`."""
     spill = _Spill()
@@ -247,6 +272,7 @@ def _signal_run(batches: BarBatches, strat, p: dict, cfg: Config, need: int, atr
     timeline = np.empty(0, np.int64)
     short: list[str] = []
     checked = 0
+    n_files = len(batches.files) if batches.files is not None else 0
     for bars in batches:
         fresh: list[np.ndarray] = []
         sym_col = bars["symbol"]
@@ -274,6 +300,7 @@ def _signal_run(batches: BarBatches, strat, p: dict, cfg: Config, need: int, atr
             spill.put(j, ts=ts, open=arr["open"], close=arr["close"], tg=tg,
                       **({"high": arr["high"], "low": arr["low"], "atr": a} if a is not None else {}))
             symbols.append(sym)
+            progress("symbols", len(symbols) + len(short), n_files)
             rows.append(ts.size)
             first_close.append(arr["close"][0])
             last_close.append(arr["close"][-1])
@@ -298,6 +325,10 @@ def _signal_run(batches: BarBatches, strat, p: dict, cfg: Config, need: int, atr
         offsets[j, -1] = rows[j]
     first = np.array(first_close)
     alloc = cfg.cash / N
+    stage = "bars"
+    if T * N > COMPILE_CELLS and not compiled_cached():
+        stage = "bars (compiling the kernel, once)"
+        progress(stage, 0, T)
     sim = Simulator(T, N, cfg)
     kinds = ("open", "high", "low", "close")  # high and low only for stops (with the ATR)
     out = {k: np.empty(T) for k in ("equity", "cash", "gross", "bench")}
@@ -322,6 +353,7 @@ def _signal_run(batches: BarBatches, strat, p: dict, cfg: Config, need: int, atr
         out["gross"][a:b] = np.abs(qty * np.nan_to_num(close_ff)).sum(axis=1)
         rel = np.where(np.isnan(close_ff), 1.0, close_ff / first)
         out["bench"][a:b] = alloc * rel.sum(axis=1)
+        progress(stage, b, T)
     fills, trades, skips = sim.finish()
     notes = []
     if sim.breach is not None:
@@ -491,24 +523,32 @@ RUN_FILES = ("metrics.json", "trades.parquet", "equity.parquet", "report.html")
 
 def write_outputs(o: Outcome, out: Path, report: bool = True) -> Path:
     """Write metrics.json, trades.parquet, equity.parquet and (if ``report``) report.html into
-    ``out`` (created). The folder holds one run: a contract-3 file left by a previous run that
-    this run does not write (report.html with ``report=False``) is removed; no other file is
+    ``out`` (created). The folder holds one run: each file is written under a temporary name
+    and they are renamed into place together at the end (metrics.json last), so an interrupted
+    run leaves the previous run's files whole; a contract-3 file left by a previous run that
+    this run does not write (report.html with ``report=False``) is then removed; no other file is
     touched. Returns the report path (or the folder without a report)."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES[3:] if not report else ():
-        if (out / name).is_file():
-            (out / name).unlink()
-    (out / "metrics.json").write_text(json.dumps(metrics_document(o), indent=2, default=str))
-    o.trades.write_parquet(out / "trades.parquet")
-    o.equity.write_parquet(out / "equity.parquet")
-    if not report:
-        return out
-    from .report import write_report  # only runs that write a report pay for building it
+    tmp = {name: out / f".{name}.partial" for name in RUN_FILES}
+    try:
+        o.trades.write_parquet(tmp["trades.parquet"])
+        o.equity.write_parquet(tmp["equity.parquet"])
+        if report:
+            from .report import write_report  # only runs that write a report pay for building it
 
-    prices = o.prices
-    title = f"{o.run['strategy']} backtest"
-    return write_report(out / "report.html", title=title, run=o.run, metrics=o.portfolio, per_symbol=o.per_symbol,
-                        equity=o.equity, trades=o.trades, prices=prices, warnings=o.report.warnings)
+            write_report(tmp["report.html"], title=f"{o.run['strategy']} backtest", run=o.run, metrics=o.portfolio,
+                         per_symbol=o.per_symbol, equity=o.equity, trades=o.trades, prices=o.prices,
+                         warnings=o.report.warnings)
+        tmp["metrics.json"].write_text(json.dumps(metrics_document(o), indent=2, default=str))
+        for name in ("trades.parquet", "equity.parquet", "report.html", "metrics.json"):
+            if tmp[name].exists():
+                tmp[name].replace(out / name)
+            elif (out / name).is_file():
+                (out / name).unlink()  # a previous run's report.html, not this run's
+    finally:
+        for t in tmp.values():
+            t.unlink(missing_ok=True)
+    return out / "report.html" if report else out
 
 
 __all__ = ["Outcome", "backtest", "write_outputs", "default_out_dir", "metrics_document", "DataError"]

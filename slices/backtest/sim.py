@@ -23,6 +23,7 @@ never as dicts.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -62,7 +63,11 @@ def kernel(compiled: bool):
         ns = dict(globals())  # the compiled functions call each other's compiled versions
         for name in _KERNEL:
             f = globals()[name]
-            ns[name] = njit(cache=True, nogil=True)(types.FunctionType(f.__code__, ns, name, f.__defaults__, f.__closure__))
+            copy = types.FunctionType(f.__code__, ns, name, f.__defaults__, f.__closure__)
+            try:
+                ns[name] = njit(cache=True, nogil=True)(copy)
+            except RuntimeError:  # no writable cache (a read-only install without a user cache): compile per process
+                ns[name] = njit(cache=False, nogil=True)(copy)
         _COMPILED["_chunk"] = ns["_chunk"]
     return _COMPILED["_chunk"]
 
@@ -600,6 +605,16 @@ def _ffill_from(carried: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 _WARM = False
+
+
+def compiled_cached() -> bool:
+    """Whether numba's disk cache already holds the compiled kernel (else the first large run
+    compiles it, about 20 s)."""
+    import sys
+
+    v = sys.version_info
+    index = f"sim._chunk-{_chunk.__code__.co_firstlineno}.py{v.major}{v.minor}.nbi"
+    return (Path(__file__).parent / "__pycache__" / index).exists()
 
 
 def warm() -> None:

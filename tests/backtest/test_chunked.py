@@ -13,6 +13,8 @@ The equality with the event engine of the previous releases is held by the golde
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -20,9 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from slices.backtest.bars import SAMPLE_ROOT, BarBatches, load_bars
+from slices.backtest.bars import SAMPLE_ROOT, BarBatches, DataError, load_bars
 from slices.backtest.engine import Config, Panel, compute_targets, simulate
-from slices.backtest.run import _Spill, backtest
+from slices.backtest.run import _Spill, backtest, write_outputs
 from slices.backtest.sim import _pairwise
 from slices.backtest.strategies import resolve_params
 from test_properties import random_bars, setups
@@ -112,3 +114,42 @@ def test_batches_give_load_bars_bars_and_warnings(tmp_path):
 def test_the_kernels_sum_is_numpys_pairwise_sum(values):
     a = np.array(values, dtype=float)
     assert _pairwise(a) == np.sum(a) or (np.isnan(_pairwise(a)) and np.isnan(np.sum(a)))
+
+
+def test_an_unusable_tmpdir_is_a_one_line_error_when_a_run_needs_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(_Spill, "MEMORY_BYTES", 0)
+    for bad in (tmp_path / "missing", "/proc"):
+        monkeypatch.setenv("TMPDIR", str(bad))
+        with pytest.raises(DataError, match=f"^TMPDIR {bad}: "):
+            backtest("simple_ma", ["AAPL", "MSFT"])
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    o = backtest("simple_ma", ["AAPL", "MSFT"])
+    assert o.prices.spill.root.parent == tmp_path  # the folder asked for, not a quiet fallback
+    root = o.prices.spill.root
+    del o
+    import gc
+
+    gc.collect()
+    assert not root.exists()  # removed with the run
+
+
+def test_an_interrupted_write_leaves_the_previous_runs_files_whole(tmp_path, monkeypatch):
+    first = backtest("simple_ma", ["AAPL", "MSFT"])
+    out = tmp_path / "run"
+    write_outputs(first, out)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    second = backtest("breakout", ["AAPL", "MSFT"])
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    import slices.backtest.report as report_module
+
+    monkeypatch.setattr(report_module, "write_report", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_outputs(second, out)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # no partial file, nothing mixed
+    monkeypatch.undo()
+    write_outputs(second, out, report=False)
+    assert sorted(f.name for f in out.iterdir()) == ["equity.parquet", "metrics.json", "trades.parquet"]
+    assert json.loads((out / "metrics.json").read_text())["run"]["strategy"] == "breakout"
