@@ -45,8 +45,9 @@ Portfolio weights (:func:`simulate_weights`, the ``weights`` form of SLICES.md c
   with the quantity closed (``exit_reason`` ``signal``; ``reverse`` when the fill goes through
   zero; ``halt``). Lots still open at the end are open trades.
 
-The signal form runs compiled, one chunk of bars at a time (:mod:`.sim`); the weights form is a
-Python loop once per rebalancing bar, everything per symbol numpy.
+The signal form runs one kernel a chunk of bars at a time (:mod:`.sim`: compiled with numba for
+large runs, the same code as Python for small ones); the weights form is a Python loop once per
+rebalancing bar, everything per symbol numpy.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from .sim import DEFAULT_FRACTION, REASONS, SIZINGS, Fills, Simulator, Skips, Trades
+from .sim import DEFAULT_FRACTION, REASONS, SIZINGS, Fills, Simulator, Skips, Trades, ffill
 from .strategies import Strategy, StrategyError, atr, call_targets, call_weights, fmt_bar_time
 
 
@@ -206,13 +207,6 @@ class Result:
     halted_at: int | None = None
     skipped: Skips = field(default_factory=Skips.empty)
     notes: list[str] = field(default_factory=list)
-
-
-def ffill(m: np.ndarray) -> np.ndarray:
-    """Carry the last non-NaN value of each column forward (axis 0); leading NaNs stay NaN."""
-    idx = np.where(np.isnan(m), 0, np.arange(m.shape[0])[:, None])
-    np.maximum.accumulate(idx, axis=0, out=idx)
-    return np.take_along_axis(m, idx, axis=0)
 
 
 def symbol_targets(strat: Strategy, params: dict, bars: dict, allow_short: bool, atr_window: int | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -73,6 +73,11 @@ def kernel(compiled: bool):
 
 
 # ----------------------------------------------------------------------------- typed records
+def _by_name(record, key):
+    """A record's field by name (``fill["price"]``) or position."""
+    return getattr(record, key) if isinstance(key, str) else tuple.__getitem__(record, key)
+
+
 class Fill(NamedTuple):
     """One fill: ``bar`` index, ``symbol`` index, ``quantity`` signed (units), ``price``
     (currency, slippage included), ``commission`` (currency), ``reason`` (one of REASONS).
@@ -85,8 +90,7 @@ class Fill(NamedTuple):
     commission: float
     reason: str
 
-    def __getitem__(self, key):
-        return getattr(self, key) if isinstance(key, str) else tuple.__getitem__(self, key)
+    __getitem__ = _by_name
 
 
 class Trade(NamedTuple):
@@ -108,8 +112,7 @@ class Trade(NamedTuple):
     exit_reason: str
     is_open: bool
 
-    def __getitem__(self, key):
-        return getattr(self, key) if isinstance(key, str) else tuple.__getitem__(self, key)
+    __getitem__ = _by_name
 
 
 class _Columns:
@@ -555,7 +558,7 @@ class Simulator:
         carried = self.state["last_close"].copy()
         saved = {k: v.copy() for k, v in self.state.items()}
         out = self._run(o, hi, lo, cl, has, tg, at)
-        close_ff = _ffill_from(carried, cl)
+        close_ff = ffill(np.vstack([carried[None, :], cl]))[1:]  # from the closes before the chunk
         equity = out[0] + (out[1] * np.nan_to_num(close_ff)).sum(axis=1)
         if self.cfg.max_drawdown is not None and self.breach is None:
             peak = np.maximum.accumulate(np.concatenate(([self.peak], equity)))[1:]
@@ -595,13 +598,11 @@ class Simulator:
         return Fills.concat(self.fills), Trades.concat(self.trades + [opened]), Skips.concat(self.skips)
 
 
-def _ffill_from(carried: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """``m`` (C, N) with NaNs replaced by the column's last non-NaN value, starting from
-    ``carried`` (N,) (the value before the first row; NaN: none)."""
-    full = np.vstack([carried[None, :], m])
-    idx = np.where(np.isnan(full), 0, np.arange(full.shape[0])[:, None])
+def ffill(m: np.ndarray) -> np.ndarray:
+    """Carry the last non-NaN value of each column forward (axis 0); leading NaNs stay NaN."""
+    idx = np.where(np.isnan(m), 0, np.arange(m.shape[0])[:, None])
     np.maximum.accumulate(idx, axis=0, out=idx)
-    return np.take_along_axis(full, idx, axis=0)[1:]
+    return np.take_along_axis(m, idx, axis=0)
 
 
 _WARM = False

@@ -128,33 +128,16 @@ def test_weights_halted_session_places_nothing(fake, tmp_path):
         "buy 400 BBB: trading halted: only cancels are sent (resume to trade again)"]
 
 
-def test_weights_dry_run_with_an_account_sends_nothing(fake, tmp_path):
+def test_weights_dry_run_sends_nothing_and_a_bar_waits_for_every_symbol_file(fake, tmp_path):
+    """A dry run with an account records its orders and sends none. The data slice writes one file
+    per symbol: a bar that has landed for AAA but not yet for BBB is not complete (BBB's bar at
+    that time would otherwise never be traded)."""
     a, b = _two_symbol_store(tmp_path)
     led = _ledger(tmp_path)
     p = start(*_weights_args(fake, a, tmp_path, "w1", "--dry-run"))
     try:
         wait_for(lambda: running(led), what="session start")
         a.write([101.0])
-        b.write([50.0])
-        wait_for(lambda: len(_orders(led)) == 2, what="dry-run orders")
-    finally:
-        rc, out, err = finish(p)
-    assert rc == 0, err
-    assert _orders(led) == [("AAA", "buy", 297.0, "dry_run", "rebalance"), ("BBB", "buy", 400.0, "dry_run", "rebalance")]
-    assert fake.posts == {} and not any(m == "POST" for m, _ in fake.requests)
-
-
-def test_a_bar_waits_for_every_symbol_file_before_it_trades(fake, tmp_path):
-    """The data slice writes one file per symbol: a bar that has landed for AAA but not yet for BBB
-    is not complete (BBB's bar at that time would otherwise never be traded)."""
-    a, b = _two_symbol_store(tmp_path)
-    led = _ledger(tmp_path)
-    p = start(*_weights_args(fake, a, tmp_path, "w1", "--dry-run"))
-    try:
-        wait_for(lambda: running(led), what="session start")
-        a.write([101.0])
-        wait_for(lambda: query(led, "SELECT count(*) FROM events WHERE kind='heartbeat' OR kind='start'")[0][0] >= 1,
-                 what="session polling")
         time.sleep(1.0)  # five polls see AAA's new bar alone
         assert _orders(led) == []
         b.write([50.0])
@@ -163,6 +146,7 @@ def test_a_bar_waits_for_every_symbol_file_before_it_trades(fake, tmp_path):
         rc, out, err = finish(p)
     assert rc == 0, err
     assert _orders(led) == [("AAA", "buy", 297.0, "dry_run", "rebalance"), ("BBB", "buy", 400.0, "dry_run", "rebalance")]
+    assert fake.posts == {} and not any(m == "POST" for m, _ in fake.requests)
 
 
 # ----------------------------------------------------------------------------- replay dry runs: the arithmetic
